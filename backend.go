@@ -1,0 +1,122 @@
+package pgsession
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// ID identifies a stored session: the SHA-256 hash of the session key that
+// the client holds. Backends only ever see IDs; the key itself is never stored,
+// so a leaked table cannot be replayed as cookies.
+type ID [sha256.Size]byte
+
+// idOf returns the ID under which the session with the given key is stored.
+func idOf(key []byte) ID { return sha256.Sum256(key) }
+
+// String returns the ID in hexadecimal, for logs and debugging.
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+// Record is a stored session as a Backend returns it from Load.
+type Record struct {
+	ID       ID
+	Data     map[string]json.RawMessage // top-level keys and their JSON values
+	Created  time.Time                  // when the session (or its current key) was created
+	Accessed time.Time                  // the last access that was written
+}
+
+// Patch is the change a request made to a session's data. Backends apply it
+// atomically to what is stored at that moment, not to what the request loaded,
+// so concurrent requests that change different keys do not overwrite each other.
+type Patch struct {
+	// Replace means the data becomes exactly Set (the handler called Clear);
+	// otherwise Set is merged into the stored data and Delete removed from it.
+	Replace bool
+	Set     map[string]json.RawMessage
+	Delete  []string
+}
+
+// IsEmpty reports whether the patch leaves the stored data unchanged.
+func (p Patch) IsEmpty() bool { return !p.Replace && len(p.Set) == 0 && len(p.Delete) == 0 }
+
+// Op is the kind of write an Action asks a Backend to perform.
+type Op uint8
+
+// The operations a Backend executes. Each is atomic: one statement or one
+// transaction.
+const (
+	// OpNone writes nothing.
+	OpNone Op = iota
+	// OpInsert stores a new session under New with the data Patch.Set,
+	// timestamps Created and Accessed. If Old is set, the (expired) row Old is
+	// removed in the same step, whether or not it still exists.
+	OpInsert
+	// OpUpdate applies Patch to the row Old and moves its access time forward
+	// to Accessed (never backwards). If the row no longer exists it returns
+	// ErrGone and creates nothing.
+	OpUpdate
+	// OpRotate moves the row Old to the new ID New, applying Patch and setting
+	// Created and Accessed. The old row is deleted in the same transaction. If
+	// the old row no longer exists it returns ErrGone and creates nothing.
+	OpRotate
+	// OpDelete removes the row Old. Removing a row that does not exist is not
+	// an error.
+	OpDelete
+)
+
+// String returns the operation's name.
+func (op Op) String() string {
+	switch op {
+	case OpNone:
+		return "none"
+	case OpInsert:
+		return "insert"
+	case OpUpdate:
+		return "update"
+	case OpRotate:
+		return "rotate"
+	case OpDelete:
+		return "delete"
+	}
+	return "unknown"
+}
+
+// Action is one write decided by the session policy. Backends execute actions;
+// they never decide anything themselves.
+type Action struct {
+	Op       Op
+	Old      ID // the row that was loaded (zero for a brand-new session)
+	New      ID // the row to create, for OpInsert and OpRotate
+	Patch    Patch
+	Created  time.Time // for OpInsert and OpRotate
+	Accessed time.Time // for OpInsert, OpUpdate and OpRotate
+}
+
+// Backend stores sessions. Implementations must be safe for concurrent use.
+// The package's conformance tests (run against every built-in backend) define
+// the exact semantics; a new backend should pass them too.
+type Backend interface {
+	// Load returns the session stored under id, expired or not (expiry is the
+	// policy's decision), or ErrNotFound.
+	Load(ctx context.Context, id ID) (*Record, error)
+	// Apply executes a. It returns ErrGone when an OpUpdate or OpRotate finds
+	// its row gone (deleted by a concurrent logout or rotation).
+	Apply(ctx context.Context, a Action) error
+	// DeleteExpired removes sessions whose last access is before
+	// idleBefore or whose creation is before createdBefore (a zero time
+	// disables that bound), at most limit rows, and returns how many it removed.
+	DeleteExpired(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error)
+}
+
+var (
+	// ErrNotFound is returned by Backend.Load when no session has the given ID.
+	ErrNotFound = errors.New("pgsession: session not found")
+	// ErrGone is returned by Backend.Apply when the row an update or rotation
+	// targets no longer exists. The middleware treats it as a lost race with a
+	// logout or rotation: the request succeeds, nothing is recreated, and no
+	// cookie is sent.
+	ErrGone = errors.New("pgsession: session was deleted concurrently")
+)

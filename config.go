@@ -1,0 +1,174 @@
+package pgsession
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Defaults applied by New to zero fields of Config.
+const (
+	DefaultIdleTimeout       = 8 * time.Hour
+	DefaultAbsoluteTimeout   = 30 * 24 * time.Hour
+	DefaultTimeoutResolution = 10 * time.Minute
+	DefaultCookieName        = "session-key"
+	DefaultMaxDataSize       = 64 << 10
+	// MinHashKeyLength is the shortest HMAC key New accepts, in bytes.
+	MinHashKeyLength = 32
+)
+
+// Config configures a Manager. Only Backend and HashKeys are required; every
+// other zero field takes the documented default.
+type Config struct {
+	// Backend stores the sessions: NewPostgresBackend or NewMemoryBackend.
+	Backend Backend
+
+	// HashKeys are the HMAC-SHA256 keys that sign cookies, each at least
+	// MinHashKeyLength bytes of secret randomness. The first signs new
+	// cookies; all of them verify, so a secret is rotated by putting the new
+	// key first and keeping the old one until its cookies have expired.
+	HashKeys [][]byte
+
+	// IdleTimeout ends a session this long after its last access.
+	// Zero means DefaultIdleTimeout (8h); negative disables idle expiry.
+	IdleTimeout time.Duration
+
+	// AbsoluteTimeout ends a session this long after it was created (or its
+	// key last rotated), however active it is. Zero means
+	// DefaultAbsoluteTimeout (30 days); negative disables it.
+	AbsoluteTimeout time.Duration
+
+	// TimeoutResolution is how stale the stored access time may get before a
+	// request that changed nothing writes it again. Zero means
+	// DefaultTimeoutResolution (10m); negative disables the optimisation, so
+	// every request writes its access time. It must be smaller than
+	// IdleTimeout. Because the stored time lags by up to this much, a session
+	// may expire up to TimeoutResolution earlier than IdleTimeout after the
+	// real last access.
+	TimeoutResolution time.Duration
+
+	// Cookie configures the session cookie.
+	Cookie CookieConfig
+
+	// MaxDataSize bounds the JSON size of one session's data in bytes; Set
+	// returns ErrTooLarge rather than exceed it. Zero means
+	// DefaultMaxDataSize (64 KiB).
+	MaxDataSize int
+
+	// Now returns the current time. Nil means time.Now. Tests inject a clock.
+	Now func() time.Time
+
+	// ErrorHandler writes the response when the session cannot be loaded or
+	// saved (the handler's own response is then discarded). Nil means a plain
+	// 500 Internal Server Error. The error is logged before it is called.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+
+	// Logger receives errors and misuse reports. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// CookieConfig configures the session cookie. The cookie is always HttpOnly.
+type CookieConfig struct {
+	// Name of the cookie. Zero means DefaultCookieName ("session-key").
+	Name string
+	// Path of the cookie. Zero means "/".
+	Path string
+	// Domain of the cookie. Zero means a host-only cookie.
+	Domain string
+	// SameSite mode. Zero means http.SameSiteLaxMode.
+	SameSite http.SameSite
+	// Insecure drops the Secure attribute, for development over plain HTTP.
+	// Never set it in production.
+	Insecure bool
+	// SessionOnly omits Expires and Max-Age, so the browser drops the cookie
+	// when it closes (browsers that restore sessions may keep it). The
+	// server enforces the timeouts either way. A cookie is also session-only
+	// when both timeouts are disabled.
+	SessionOnly bool
+}
+
+// ErrInvalidConfig is wrapped by every error New returns for a bad Config.
+var ErrInvalidConfig = errors.New("pgsession: invalid config")
+
+func configError(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+}
+
+// resolve fills defaults and validates c. It returns the completed copy.
+func (c Config) resolve() (Config, error) {
+	if c.Backend == nil {
+		return c, configError("Backend is nil (use NewPostgresBackend or NewMemoryBackend)")
+	}
+	if len(c.HashKeys) == 0 {
+		return c, configError("no HashKeys: give at least one random key of %d bytes or more", MinHashKeyLength)
+	}
+	for i, k := range c.HashKeys {
+		if len(k) < MinHashKeyLength {
+			return c, configError("HashKeys[%d] is %d bytes, want at least %d", i, len(k), MinHashKeyLength)
+		}
+	}
+	c.IdleTimeout = orDefault(c.IdleTimeout, DefaultIdleTimeout)
+	c.AbsoluteTimeout = orDefault(c.AbsoluteTimeout, DefaultAbsoluteTimeout)
+	c.TimeoutResolution = orDefault(c.TimeoutResolution, DefaultTimeoutResolution)
+	if c.IdleTimeout > 0 && c.TimeoutResolution >= c.IdleTimeout {
+		return c, configError("TimeoutResolution (%v) must be smaller than IdleTimeout (%v)", c.TimeoutResolution, c.IdleTimeout)
+	}
+	if c.MaxDataSize < 0 {
+		return c, configError("MaxDataSize is negative (%d)", c.MaxDataSize)
+	}
+	if c.MaxDataSize == 0 {
+		c.MaxDataSize = DefaultMaxDataSize
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.ErrorHandler == nil {
+		c.ErrorHandler = defaultErrorHandler
+	}
+	var err error
+	c.Cookie, err = c.Cookie.resolve()
+	return c, err
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+func (c CookieConfig) resolve() (CookieConfig, error) {
+	if c.Name == "" {
+		c.Name = DefaultCookieName
+	}
+	if c.Path == "" {
+		c.Path = "/"
+	}
+	if c.SameSite == 0 || c.SameSite == http.SameSiteDefaultMode {
+		c.SameSite = http.SameSiteLaxMode
+	}
+	probe := http.Cookie{Name: c.Name, Value: "x", Path: c.Path, Domain: c.Domain}
+	if err := probe.Valid(); err != nil {
+		return c, configError("Cookie: %v", err)
+	}
+	if c.SameSite == http.SameSiteNoneMode && c.Insecure {
+		return c, configError("Cookie: SameSite=None requires Secure, but Insecure is set")
+	}
+	if strings.HasPrefix(c.Name, "__Secure-") && c.Insecure {
+		return c, configError("Cookie: a __Secure- name requires Secure, but Insecure is set")
+	}
+	if strings.HasPrefix(c.Name, "__Host-") && (c.Insecure || c.Path != "/" || c.Domain != "") {
+		return c, configError("Cookie: a __Host- name requires Secure, Path \"/\" and no Domain")
+	}
+	return c, nil
+}
+
+func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, _ error) {
+	http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+}

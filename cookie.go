@@ -1,0 +1,102 @@
+package pgsession
+
+import (
+	"crypto/rand"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/securecookie"
+)
+
+// keyLength is the number of random bytes in a session key.
+const keyLength = 32
+
+// maxCookieValue bounds the encoded cookie value we try to verify. A genuine
+// value is about 120 bytes; anything much longer is rejected unread.
+const maxCookieValue = 512
+
+// signer signs and verifies session keys with securecookie. Expiry is the
+// server's business alone, so securecookie's timestamp check is disabled.
+type signer struct {
+	name   string
+	codecs []securecookie.Codec
+}
+
+func newSigner(name string, hashKeys [][]byte) signer {
+	codecs := make([]securecookie.Codec, len(hashKeys))
+	for i, k := range hashKeys {
+		codecs[i] = securecookie.New(k, nil).
+			MaxAge(0). // no wall-clock limit: AbsoluteTimeout may exceed 30 days
+			MaxLength(maxCookieValue).
+			SetSerializer(securecookie.NopEncoder{})
+	}
+	return signer{name: name, codecs: codecs}
+}
+
+// encode returns the signed form of key, signed with the first hash key.
+func (s signer) encode(key []byte) (string, error) {
+	return s.codecs[0].Encode(s.name, key)
+}
+
+// decode verifies value with every hash key and returns the session key it
+// carries, or false. It never touches the database.
+func (s signer) decode(value string) ([]byte, bool) {
+	if len(value) > maxCookieValue {
+		return nil, false
+	}
+	for _, c := range s.codecs {
+		var key []byte
+		if c.Decode(s.name, value, &key) == nil && len(key) == keyLength {
+			return key, true
+		}
+	}
+	return nil, false
+}
+
+// keyFromRequest returns the session key of the first cookie named like the
+// session cookie that verifies. Stale cookies (other paths, old secrets,
+// garbage) are skipped, never an error.
+func (s signer) keyFromRequest(r *http.Request) ([]byte, bool) {
+	for _, c := range r.CookiesNamed(s.name) {
+		if key, ok := s.decode(c.Value); ok {
+			return key, true
+		}
+	}
+	return nil, false
+}
+
+// newKey returns a fresh random session key from crypto/rand.
+func newKey() []byte {
+	key := make([]byte, keyLength)
+	// crypto/rand.Read never returns an error and always fills the buffer
+	// (Go 1.24+); it crashes the program irrecoverably if the OS fails.
+	_, _ = rand.Read(key)
+	return key
+}
+
+// cookie returns the session cookie carrying value, expiring at expires
+// (zero for a browser-session cookie), as seen from now.
+func (c CookieConfig) cookie(value string, expires, now time.Time) *http.Cookie {
+	ck := &http.Cookie{
+		Name:     c.Name,
+		Value:    value,
+		Path:     c.Path,
+		Domain:   c.Domain,
+		Secure:   !c.Insecure,
+		HttpOnly: true,
+		SameSite: c.SameSite,
+	}
+	if !c.SessionOnly && !expires.IsZero() {
+		ck.Expires = expires.UTC()
+		ck.MaxAge = max(int(expires.Sub(now)/time.Second), 1)
+	}
+	return ck
+}
+
+// expired returns a cookie that tells the client to drop its session cookie.
+func (c CookieConfig) expired() *http.Cookie {
+	ck := c.cookie("", time.Time{}, time.Time{})
+	ck.Expires = time.Unix(1, 0).UTC()
+	ck.MaxAge = -1
+	return ck
+}

@@ -1,0 +1,123 @@
+package pgsession
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+)
+
+// MemoryBackend keeps sessions in process memory, with the same semantics as
+// the PostgreSQL backend (it passes the same conformance tests). Use it for
+// development and tests: sessions are lost when the process exits and are
+// not shared between processes. It is safe for concurrent use. The zero
+// value is not usable; call NewMemoryBackend.
+type MemoryBackend struct {
+	mu   sync.Mutex
+	rows map[ID]memoryRow
+}
+
+type memoryRow struct {
+	data              map[string]json.RawMessage
+	created, accessed time.Time
+}
+
+// NewMemoryBackend returns an empty in-memory backend.
+func NewMemoryBackend() *MemoryBackend {
+	return &MemoryBackend{rows: make(map[ID]memoryRow)}
+}
+
+// Load implements Backend.
+func (b *MemoryBackend) Load(ctx context.Context, id ID) (*Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	row, ok := b.rows[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return &Record{ID: id, Data: maps.Clone(row.data), Created: row.created, Accessed: row.accessed}, nil
+}
+
+// Apply implements Backend.
+func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch a.Op {
+	case OpNone:
+	case OpInsert:
+		if _, dup := b.rows[a.New]; dup {
+			return fmt.Errorf("pgsession: insert session %s: key exists", a.New)
+		}
+		delete(b.rows, a.Old)
+		b.rows[a.New] = memoryRow{data: a.Patch.applyTo(nil), created: a.Created, accessed: a.Accessed}
+	case OpUpdate:
+		row, ok := b.rows[a.Old]
+		if !ok {
+			return ErrGone
+		}
+		row.data = a.Patch.applyTo(row.data)
+		row.accessed = laterOf(row.accessed, a.Accessed)
+		b.rows[a.Old] = row
+	case OpRotate:
+		row, ok := b.rows[a.Old]
+		if !ok {
+			return ErrGone
+		}
+		delete(b.rows, a.Old)
+		b.rows[a.New] = memoryRow{data: a.Patch.applyTo(row.data), created: a.Created, accessed: a.Accessed}
+	case OpDelete:
+		delete(b.rows, a.Old)
+	default:
+		return fmt.Errorf("pgsession: unknown operation %d", a.Op)
+	}
+	return nil
+}
+
+// DeleteExpired implements Backend.
+func (b *MemoryBackend) DeleteExpired(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for id, row := range b.rows {
+		if n >= limit {
+			break
+		}
+		if row.accessed.Before(idleBefore) || row.created.Before(createdBefore) {
+			delete(b.rows, id)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// applyTo returns a new map: data with p applied, as PostgreSQL's
+// (data || set) - delete would compute it.
+func (p Patch) applyTo(data map[string]json.RawMessage) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(data)+len(p.Set))
+	if !p.Replace {
+		maps.Copy(out, data)
+		for _, k := range p.Delete {
+			delete(out, k)
+		}
+	}
+	maps.Copy(out, p.Set)
+	return out
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,247 @@
+package pgsession
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Manager loads and saves sessions around HTTP handlers. Create it with New;
+// it is safe for concurrent use and holds no global state.
+type Manager struct {
+	cfg    Config
+	t      timeouts
+	signer signer
+	stats  counters
+}
+
+// New validates cfg, applies defaults and returns a Manager. Every error it
+// returns wraps ErrInvalidConfig and names the offending field.
+func New(cfg Config) (*Manager, error) {
+	cfg, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{
+		cfg:    cfg,
+		t:      timeouts{idle: cfg.IdleTimeout, absolute: cfg.AbsoluteTimeout, resolution: cfg.TimeoutResolution},
+		signer: newSigner(cfg.Cookie.Name, cfg.HashKeys),
+	}, nil
+}
+
+// Middleware wraps next so that every request carries a *Session in its
+// context (see FromContext). The session is loaded before next runs and saved
+// when the response starts: at the first WriteHeader, Write or Flush, at
+// Hijack, or when next returns having written nothing. The body is never
+// buffered. If the session cannot be loaded or saved, Config.ErrorHandler
+// writes the response instead of next. A handler that panics saves nothing.
+func (m *Manager) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := m.load(r)
+		if err != nil {
+			m.fail(w, r, err)
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), sessionKey{}, s))
+		sw := &responseWriter{ResponseWriter: w, m: m, s: s, r: r}
+		next.ServeHTTP(sw, r)
+		sw.commit()
+	})
+}
+
+// load reads the session of r. A missing, malformed or badly signed cookie,
+// or an unknown or expired key, yields an empty session; only a backend
+// failure is an error.
+func (m *Manager) load(r *http.Request) (*Session, error) {
+	s := &Session{m: m, now: m.cfg.Now()}
+	key, ok := m.signer.keyFromRequest(r)
+	if !ok {
+		return s, nil
+	}
+	rec, err := m.cfg.Backend.Load(r.Context(), idOf(key))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		m.stats.misses.Add(1)
+		return s, nil
+	case err != nil:
+		return nil, fmt.Errorf("pgsession: load session: %w", err)
+	}
+	s.loaded, s.key = rec, key
+	if m.t.expired(rec, s.now) {
+		// Treated as absent: the handler starts from an empty session, and
+		// the save removes the dead row.
+		m.stats.misses.Add(1)
+		return s, nil
+	}
+	m.stats.loads.Add(1)
+	s.data = rec.Data
+	for k, v := range rec.Data {
+		s.size += entrySize(k, v)
+	}
+	return s, nil
+}
+
+// save executes the policy's decision for s and adds the cookie to h.
+func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
+	c, ok := s.seal()
+	if !ok {
+		return nil
+	}
+	d := m.t.decide(s.loaded, c, s.now)
+	key := s.key
+	if d.action.Op == OpInsert || d.action.Op == OpRotate {
+		key = newKey()
+		d.action.New = idOf(key)
+	}
+	switch err := m.apply(ctx, d.action); {
+	case errors.Is(err, ErrGone):
+		// A concurrent logout or rotation deleted this session: its key
+		// stays dead, and that other response decides the cookie.
+		m.stats.gone.Add(1)
+		return nil
+	case err != nil:
+		return fmt.Errorf("pgsession: save session (%s): %w", d.action.Op, err)
+	case d.action.Op == OpNone && s.loaded != nil && !c.freeze:
+		m.stats.skipped.Add(1)
+	}
+	return m.setCookie(h, d, key, s.now)
+}
+
+// apply executes a through the backend, counting what it did.
+func (m *Manager) apply(ctx context.Context, a Action) error {
+	if a.Op == OpNone {
+		return nil
+	}
+	if err := m.cfg.Backend.Apply(ctx, a); err != nil {
+		return err
+	}
+	m.stats.count(a.Op)
+	return nil
+}
+
+// setCookie adds the Set-Cookie header d asks for, signing key for
+// cookieSet, and marks the response as varying by cookie and not cacheable
+// with it.
+func (m *Manager) setCookie(h http.Header, d decision, key []byte, now time.Time) error {
+	var ck *http.Cookie
+	switch d.cookie {
+	case cookieKeep:
+		return nil
+	case cookieSet:
+		v, err := m.signer.encode(key)
+		if err != nil {
+			return fmt.Errorf("pgsession: sign cookie: %w", err)
+		}
+		ck = m.cfg.Cookie.cookie(v, d.expires, now)
+	case cookieExpire:
+		ck = m.cfg.Cookie.expired()
+	}
+	h.Add("Set-Cookie", ck.String())
+	h.Add("Vary", "Cookie")
+	h.Add("Cache-Control", `no-cache="Set-Cookie"`)
+	return nil
+}
+
+// fail logs err and lets the ErrorHandler answer instead of the handler.
+func (m *Manager) fail(w http.ResponseWriter, r *http.Request, err error) {
+	m.stats.errors.Add(1)
+	m.cfg.Logger.ErrorContext(r.Context(), "pgsession: request failed", "err", err, "method", r.Method, "path", r.URL.Path)
+	m.cfg.ErrorHandler(w, r, err)
+}
+
+// responseWriter saves the session when the response starts. It forwards
+// everything else untouched and exposes the original writer through Unwrap,
+// so http.ResponseController reaches deadlines and full-duplex settings.
+type responseWriter struct {
+	http.ResponseWriter
+	m *Manager
+	s *Session
+	r *http.Request
+
+	committed bool
+	failed    error // set when the save failed; the response was replaced
+}
+
+// commit saves the session once, before the first byte of the response. On
+// failure it writes the ErrorHandler's response instead and reports false.
+func (w *responseWriter) commit() bool {
+	if w.committed {
+		return w.failed == nil
+	}
+	w.committed = true
+	err := w.m.save(w.r.Context(), w.s, w.ResponseWriter.Header())
+	if err == nil {
+		return true
+	}
+	w.failed = err
+	clear(w.ResponseWriter.Header()) // the handler's headers belong to the discarded response
+	w.m.fail(w.ResponseWriter, w.r, err)
+	return false
+}
+
+// errDiscarded is returned by Write after a failed save replaced the response.
+func (w *responseWriter) errDiscarded() error {
+	return fmt.Errorf("pgsession: response discarded after failed session save: %w", w.failed)
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	// Informational responses (103 Early Hints) precede the real header.
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	if w.commit() {
+		w.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	if !w.commit() {
+		return 0, w.errDiscarded()
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// ReadFrom keeps the underlying writer's sendfile fast path.
+func (w *responseWriter) ReadFrom(src io.Reader) (int64, error) {
+	if !w.commit() {
+		return 0, w.errDiscarded()
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(writerOnly{w.ResponseWriter}, src)
+}
+
+// writerOnly hides ReadFrom so io.Copy cannot recurse.
+type writerOnly struct{ io.Writer }
+
+// Flush saves the session (so streamed responses carry the cookie) and
+// flushes.
+func (w *responseWriter) Flush() { _ = w.FlushError() }
+
+// FlushError is Flush for http.ResponseController, reporting failures.
+func (w *responseWriter) FlushError() error {
+	if !w.commit() {
+		return w.errDiscarded()
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack saves the session and hands over the connection. Cookies set by the
+// save cannot reach the client (the caller writes its own response), so set
+// up the session in an earlier request when a hijacked one needs it.
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if !w.commit() {
+		return nil, nil, w.errDiscarded()
+	}
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// Unwrap returns the wrapped writer, for http.ResponseController.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,376 @@
+package pgsession
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// schemaSQL is schema.sql, written for DefaultTable.
+//
+//go:embed schema.sql
+var schemaSQL string
+
+// DefaultTable is the table PostgresBackend uses unless WithTable says
+// otherwise.
+const DefaultTable = "sessions"
+
+// DefaultQueryTimeout bounds each database call of a PostgresBackend unless
+// WithQueryTimeout says otherwise.
+const DefaultQueryTimeout = 5 * time.Second
+
+// maxTableName leaves room for the index name suffixes within PostgreSQL's
+// 63-byte identifier limit, so that no two index names can collide.
+const maxTableName = 40
+
+// ErrSchemaMismatch is returned by Migrate when the table exists with a shape
+// that is not pgsession's (for example alexedwards/scs's "sessions" table).
+var ErrSchemaMismatch = errors.New("pgsession: table exists with a different schema")
+
+// PostgresBackend stores sessions in a PostgreSQL table. It works with any
+// database/sql PostgreSQL driver wrapped in *sqlx.DB (lib/pq, pgx's stdlib).
+// Reads are one indexed SELECT by key hash; each write is one statement. It
+// is safe for concurrent use.
+type PostgresBackend struct {
+	db      *sqlx.DB
+	table   string // quoted, possibly schema-qualified
+	base    string // unquoted table name without schema, for index names
+	schema  string // unquoted schema, or "" for the search path
+	timeout time.Duration
+	err     error // a bad option, reported by every call
+
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt
+}
+
+// PostgresOption configures a PostgresBackend.
+type PostgresOption func(*PostgresBackend)
+
+// WithTable stores sessions in the named table, optionally schema-qualified
+// ("app.sessions"). Names are quoted, so any characters are safe; an empty
+// name, more than one dot, or a table name longer than 40 bytes is an error
+// reported by Migrate and every other call.
+func WithTable(name string) PostgresOption {
+	return func(b *PostgresBackend) { b.setTable(name) }
+}
+
+// WithQueryTimeout bounds each database call (load, save, cleanup) so a stuck
+// database fails requests instead of hanging them. Zero means
+// DefaultQueryTimeout; negative means no bound beyond the request's context.
+func WithQueryTimeout(d time.Duration) PostgresOption {
+	return func(b *PostgresBackend) { b.timeout = orDefault(d, DefaultQueryTimeout) }
+}
+
+// NewPostgresBackend returns a backend that stores sessions in db. Call
+// Migrate once at startup to create or check the table.
+func NewPostgresBackend(db *sqlx.DB, opts ...PostgresOption) *PostgresBackend {
+	b := &PostgresBackend{db: db, timeout: DefaultQueryTimeout, stmts: make(map[string]*sql.Stmt)}
+	b.setTable(DefaultTable)
+	for _, o := range opts {
+		o(b)
+	}
+	if db == nil {
+		b.err = errors.New("pgsession: NewPostgresBackend: db is nil")
+	}
+	return b
+}
+
+func (b *PostgresBackend) setTable(name string) {
+	parts := strings.Split(name, ".")
+	bad := len(parts) > 2 || !utf8.ValidString(name) || strings.ContainsRune(name, 0)
+	for _, p := range parts {
+		bad = bad || p == "" || len(p) > maxTableName
+	}
+	if bad {
+		b.err = fmt.Errorf("pgsession: invalid table name %q: want \"table\" or \"schema.table\", each part 1 to %d bytes", name, maxTableName)
+		return
+	}
+	b.base, b.schema = parts[len(parts)-1], ""
+	b.table = pq.QuoteIdentifier(b.base)
+	if len(parts) == 2 {
+		b.schema = parts[0]
+		b.table = pq.QuoteIdentifier(b.schema) + "." + b.table
+	}
+}
+
+// The statements, with {t} standing for the quoted table.
+const (
+	sqlLoad = `SELECT data, created_at, accessed_at FROM {t} WHERE key_hash = $1`
+	// $1 is an expired row to drop, or NULL.
+	sqlInsert = `WITH dead AS (DELETE FROM {t} WHERE key_hash = $1)
+		INSERT INTO {t} (key_hash, data, created_at, accessed_at) VALUES ($2, $3::jsonb, $4, $5)`
+	sqlTouch  = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2) WHERE key_hash = $1`
+	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - $4::text[] END,
+		accessed_at = GREATEST(accessed_at, $5) WHERE key_hash = $1`
+	sqlRotate = `WITH old AS (DELETE FROM {t} WHERE key_hash = $1 RETURNING data)
+		INSERT INTO {t} (key_hash, data, created_at, accessed_at)
+		SELECT $2, CASE WHEN $3 THEN $4::jsonb ELSE (old.data || $4::jsonb) - $5::text[] END, $6, $7 FROM old`
+	sqlDelete        = `DELETE FROM {t} WHERE key_hash = $1`
+	sqlDeleteExpired = `DELETE FROM {t} WHERE key_hash IN (
+		SELECT key_hash FROM {t} WHERE accessed_at < $1 OR created_at < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)`
+)
+
+// stmt returns the prepared form of query, preparing it on first use. A
+// failed prepare (database down) is retried on the next call.
+func (b *PostgresBackend) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if st, ok := b.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := b.db.PrepareContext(ctx, strings.ReplaceAll(query, "{t}", b.table))
+	if err != nil {
+		return nil, fmt.Errorf("pgsession: prepare: %w", err)
+	}
+	b.stmts[query] = st
+	return st, nil
+}
+
+// Close releases the prepared statements. It does not close the database.
+func (b *PostgresBackend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var errs []error
+	for q, st := range b.stmts {
+		errs = append(errs, st.Close())
+		delete(b.stmts, q)
+	}
+	return errors.Join(errs...)
+}
+
+func (b *PostgresBackend) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if b.timeout > 0 {
+		return context.WithTimeout(ctx, b.timeout)
+	}
+	return ctx, func() {}
+}
+
+// exec runs the prepared query with args and returns the rows it affected.
+func (b *PostgresBackend) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	ctx, cancel := b.withTimeout(ctx)
+	defer cancel()
+	st, err := b.stmt(ctx, query)
+	if err != nil {
+		return 0, err
+	}
+	res, err := st.ExecContext(ctx, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// Load implements Backend: one indexed SELECT.
+func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
+	ctx, cancel := b.withTimeout(ctx)
+	defer cancel()
+	st, err := b.stmt(ctx, sqlLoad)
+	if err != nil {
+		return nil, err
+	}
+	rec := &Record{ID: id}
+	var data []byte
+	err = st.QueryRowContext(ctx, id[:]).Scan(&data, &rec.Created, &rec.Accessed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, &rec.Data); err != nil {
+		return nil, fmt.Errorf("pgsession: session %s: stored data is not a JSON object: %w", id, err)
+	}
+	return rec, nil
+}
+
+// Apply implements Backend: one statement per action.
+func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
+	var (
+		n   int64
+		err error
+	)
+	switch a.Op {
+	case OpNone:
+		return nil
+	case OpInsert:
+		var dead any // NULL matches nothing
+		if a.Old != (ID{}) {
+			dead = a.Old[:]
+		}
+		n, err = b.exec(ctx, sqlInsert, dead, a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed)
+	case OpUpdate:
+		if a.Patch.IsEmpty() {
+			n, err = b.exec(ctx, sqlTouch, a.Old[:], a.Accessed)
+		} else {
+			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete), a.Accessed)
+		}
+	case OpRotate:
+		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete), a.Created, a.Accessed)
+	case OpDelete:
+		_, err = b.exec(ctx, sqlDelete, a.Old[:])
+		n = 1
+	default:
+		return fmt.Errorf("pgsession: unknown operation %d", a.Op)
+	}
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrGone
+	}
+	return nil
+}
+
+// DeleteExpired implements Backend, removing at most limit rows in one
+// statement. Rows locked by a concurrent request are skipped.
+func (b *PostgresBackend) DeleteExpired(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
+	n, err := b.exec(ctx, sqlDeleteExpired, nullTime(idleBefore), nullTime(createdBefore), limit)
+	return int(n), err
+}
+
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+// jsonObject encodes set as a JSON object text. Values are valid JSON (they
+// come from json.Marshal), so this cannot fail.
+func jsonObject(set map[string]json.RawMessage) string {
+	if len(set) == 0 {
+		return "{}"
+	}
+	b, err := json.Marshal(set)
+	if err != nil {
+		return "{}" // unreachable: every value was produced by json.Marshal
+	}
+	return string(b)
+}
+
+// migrateLock is the advisory lock key that serialises Migrate across
+// instances ("pgsessio" in ASCII).
+const migrateLock = 0x7067736573736970
+
+// schemaName matches the table and index names in schema.sql.
+var schemaName = regexp.MustCompile(`\bsessions(_[a-z_]+_idx)?\b`)
+
+// Schema returns the SQL that Migrate applies (schema.sql with this backend's
+// table name), for users who run migrations with their own tool.
+func (b *PostgresBackend) Schema() string {
+	return schemaName.ReplaceAllStringFunc(schemaSQL, func(m string) string {
+		if suffix, ok := strings.CutPrefix(m, "sessions"); ok && suffix != "" {
+			return pq.QuoteIdentifier(b.base + suffix)
+		}
+		return b.table
+	})
+}
+
+// wantColumns is the shape Migrate requires of an existing table.
+var wantColumns = map[string]string{
+	"key_hash":    "bytea",
+	"data":        "jsonb",
+	"created_at":  "timestamp with time zone",
+	"accessed_at": "timestamp with time zone",
+}
+
+// Migrate creates the table and its indexes if they are missing, and checks
+// the shape of a table that already exists: a table of the same name that is
+// not pgsession's (such as alexedwards/scs's "sessions") is reported as
+// ErrSchemaMismatch and never used. It is idempotent and safe to call from
+// several instances at once (it holds a PostgreSQL advisory lock).
+func (b *PostgresBackend) Migrate(ctx context.Context) error {
+	if b.err != nil {
+		return b.err
+	}
+	tx, err := b.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("pgsession: migrate: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLock)); err != nil {
+		return fmt.Errorf("pgsession: migrate: lock: %w", err)
+	}
+	if err := b.checkTable(ctx, tx); err != nil {
+		return err
+	}
+	for _, stmt := range splitSQL(b.Schema()) {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("pgsession: migrate: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("pgsession: migrate: commit: %w", err)
+	}
+	return nil
+}
+
+// checkTable returns ErrSchemaMismatch if the table exists without
+// pgsession's columns. A missing table is fine: Migrate creates it.
+func (b *PostgresBackend) checkTable(ctx context.Context, tx *sqlx.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, b.table)
+	if err != nil {
+		return fmt.Errorf("pgsession: migrate: inspect %s: %w", b.table, err)
+	}
+	defer rows.Close()
+	have := map[string]string{}
+	var found []string
+	for rows.Next() {
+		var name, typ string
+		var notNull bool
+		if err := rows.Scan(&name, &typ, &notNull); err != nil {
+			return fmt.Errorf("pgsession: migrate: inspect %s: %w", b.table, err)
+		}
+		if notNull {
+			have[name] = typ
+		}
+		found = append(found, name+" "+typ)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("pgsession: migrate: inspect %s: %w", b.table, err)
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	for name, typ := range wantColumns {
+		if have[name] != typ {
+			return fmt.Errorf("%w: %s has columns (%s), want key_hash bytea, data jsonb, created_at and accessed_at timestamptz, all NOT NULL; "+
+				"if it belongs to another library (alexedwards/scs uses \"sessions\"), choose another name with WithTable",
+				ErrSchemaMismatch, b.table, strings.Join(found, ", "))
+		}
+	}
+	return nil
+}
+
+// splitSQL splits a script into statements, dropping comments. schema.sql
+// has no semicolons inside strings or comments.
+func splitSQL(script string) []string {
+	var lines []string
+	for l := range strings.Lines(script) {
+		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+			lines = append(lines, l)
+		}
+	}
+	var out []string
+	for s := range strings.SplitSeq(strings.Join(lines, ""), ";") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,229 @@
+package pgsession
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+var (
+	// ErrNoSession is returned by RotateKey and FreezeSession when the context
+	// does not come from a request inside Manager.Middleware.
+	ErrNoSession = errors.New("pgsession: no session in context (is the handler wrapped by Manager.Middleware?)")
+	// ErrAlreadySaved is returned by Set, Delete, Clear, RotateKey and
+	// FreezeSession once the response has started and the session has been
+	// saved: the change would otherwise be lost silently.
+	ErrAlreadySaved = errors.New("pgsession: session already saved (the response has started)")
+	// ErrTooLarge is returned by Set when the session's data would exceed
+	// Config.MaxDataSize. The session is left unchanged.
+	ErrTooLarge = errors.New("pgsession: session data too large")
+	// ErrInvalidValue is returned by Set for a key or value that cannot be
+	// stored: a key that is not valid UTF-8, a value that cannot be encoded as
+	// JSON, or one that contains a NUL character (PostgreSQL's jsonb rejects
+	// \u0000).
+	ErrInvalidValue = errors.New("pgsession: invalid session value")
+)
+
+// Session is one request's view of a session: the data that was loaded plus
+// the changes the handler made. Obtain it with FromContext. Its methods are
+// safe for concurrent use by the goroutines serving one request.
+//
+// Values are stored as JSON: Set encodes with encoding/json and Get decodes
+// into the given pointer, so a value reads back as JSON would round-trip it
+// (numbers into an interface{} become float64, for example).
+type Session struct {
+	m   *Manager
+	now time.Time // the request's clock reading, used for load and save
+
+	key    []byte  // the session key the request carried, if its row exists
+	loaded *Record // the row loaded (possibly expired), or nil
+
+	mu      sync.Mutex
+	data    map[string]json.RawMessage // current view
+	size    int                        // approximate JSON size of data
+	dirty   map[string]struct{}        // keys changed by this request
+	cleared bool
+	rotate  bool
+	freeze  bool
+	saved   bool
+}
+
+// FromContext returns the session of the request whose context is ctx, or
+// nil when ctx does not come from a request inside Manager.Middleware.
+func FromContext(ctx context.Context) *Session {
+	s, _ := ctx.Value(sessionKey{}).(*Session)
+	return s
+}
+
+type sessionKey struct{}
+
+// Get decodes the value stored under key into dst, which must be a pointer.
+// It reports false (and leaves dst untouched) when the key is absent, and an
+// error wrapping the JSON error when the stored value does not fit dst.
+func (s *Session) Get(key string, dst any) (bool, error) {
+	s.mu.Lock()
+	raw, ok := s.data[key]
+	s.mu.Unlock()
+	if !ok {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		return true, fmt.Errorf("pgsession: Get %q: %w", key, err)
+	}
+	return true, nil
+}
+
+// Set stores value, encoded as JSON, under key. Setting a value equal to the
+// stored one is not a change and costs no write. Set returns ErrInvalidValue
+// for values that cannot be stored, ErrTooLarge when the data would exceed
+// Config.MaxDataSize, and ErrAlreadySaved once the response has started; in
+// every error case the session is unchanged.
+func (s *Session) Set(key string, value any) error {
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("%w: key %q is not valid UTF-8", ErrInvalidValue, key)
+	}
+	raw, err := json.Marshal(value)
+	if err != nil {
+		return fmt.Errorf("%w: Set %q: %w", ErrInvalidValue, key, err)
+	}
+	if bytes.Contains(raw, []byte(`\u0000`)) || bytes.IndexByte([]byte(key), 0) >= 0 {
+		return fmt.Errorf("%w: Set %q: contains a NUL character", ErrInvalidValue, key)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.mutable("Set"); err != nil {
+		return err
+	}
+	old, had := s.data[key]
+	if had && jsonEqual(old, raw) {
+		return nil
+	}
+	size := s.size + entrySize(key, raw)
+	if had {
+		size -= entrySize(key, old)
+	}
+	if size > s.m.cfg.MaxDataSize {
+		return fmt.Errorf("%w: Set %q would make it %d bytes, limit %d", ErrTooLarge, key, size, s.m.cfg.MaxDataSize)
+	}
+	if s.data == nil {
+		s.data = make(map[string]json.RawMessage)
+	}
+	s.data[key] = raw
+	s.size = size
+	s.markDirty(key)
+	return nil
+}
+
+// Delete removes key. Deleting an absent key is not a change. It returns
+// ErrAlreadySaved once the response has started.
+func (s *Session) Delete(key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.mutable("Delete"); err != nil {
+		return err
+	}
+	if old, ok := s.data[key]; ok {
+		s.size -= entrySize(key, old)
+		delete(s.data, key)
+		s.markDirty(key)
+	}
+	return nil
+}
+
+// Clear removes every key. A session left empty is deleted from the store
+// and its cookie expired. It returns ErrAlreadySaved once the response has
+// started.
+func (s *Session) Clear() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.mutable("Clear"); err != nil {
+		return err
+	}
+	s.cleared = true
+	s.data, s.dirty, s.size = nil, nil, 0
+	return nil
+}
+
+// Len returns the number of keys in the session.
+func (s *Session) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.data)
+}
+
+func (s *Session) markDirty(key string) {
+	if s.dirty == nil {
+		s.dirty = make(map[string]struct{})
+	}
+	s.dirty[key] = struct{}{}
+}
+
+// mutable returns ErrAlreadySaved, and logs the misuse, once the session has
+// been saved. s.mu must be held.
+func (s *Session) mutable(op string) error {
+	if !s.saved {
+		return nil
+	}
+	s.m.cfg.Logger.Error("pgsession: change after the response started is not saved", "op", op)
+	return fmt.Errorf("%s: %w", op, ErrAlreadySaved)
+}
+
+// seal marks the session saved and returns the request's change. Later
+// mutations fail with ErrAlreadySaved. It reports false if it was sealed
+// already.
+func (s *Session) seal() (change, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.saved {
+		return change{}, false
+	}
+	s.saved = true
+	c := change{empty: len(s.data) == 0, rotate: s.rotate, freeze: s.freeze}
+	c.patch.Replace = s.cleared
+	if s.cleared {
+		c.patch.Set = s.data
+		return c, true
+	}
+	for k := range s.dirty {
+		if v, ok := s.data[k]; ok {
+			if c.patch.Set == nil {
+				c.patch.Set = make(map[string]json.RawMessage, len(s.dirty))
+			}
+			c.patch.Set[k] = v
+		} else {
+			c.patch.Delete = append(c.patch.Delete, k)
+		}
+	}
+	return c, true
+}
+
+// entrySize approximates the bytes key and value add to a JSON object.
+func entrySize(key string, value json.RawMessage) int { return len(key) + len(value) + 4 }
+
+// jsonEqual reports whether a and b encode the same JSON value. Stored values
+// come back from PostgreSQL's jsonb reformatted, so equal values may differ in
+// bytes.
+func jsonEqual(a, b json.RawMessage) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	x, errA := decodeNumbers(a)
+	y, errB := decodeNumbers(b)
+	return errA == nil && errB == nil && reflect.DeepEqual(x, y)
+}
+
+// decodeNumbers decodes raw keeping numbers as their literal text, so that
+// values which differ only beyond float64 precision are not taken as equal.
+func decodeNumbers(raw json.RawMessage) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	err := d.Decode(&v)
+	return v, err
+}

@@ -1,0 +1,52 @@
+package pgsession
+
+import "sync/atomic"
+
+// Stats are a Manager's cumulative counters since New. Reading them is
+// cheap (atomic loads), so they can be exported to monitoring on every
+// scrape.
+type Stats struct {
+	Loads         uint64 // requests that found a live session
+	Misses        uint64 // valid cookies whose session was unknown or expired
+	Inserts       uint64 // new sessions stored
+	Updates       uint64 // sessions whose data or access time was written
+	Rotations     uint64 // key rotations
+	Deletes       uint64 // sessions deleted (cleared, or expired on sight)
+	SkippedWrites uint64 // requests of a live session that wrote nothing (timeout resolution)
+	LostRaces     uint64 // saves that found their session deleted by a concurrent logout or rotation
+	Errors        uint64 // requests answered by the ErrorHandler
+}
+
+// Stats returns the Manager's counters.
+func (m *Manager) Stats() Stats {
+	c := &m.stats
+	return Stats{
+		Loads:         c.loads.Load(),
+		Misses:        c.misses.Load(),
+		Inserts:       c.inserts.Load(),
+		Updates:       c.updates.Load(),
+		Rotations:     c.rotations.Load(),
+		Deletes:       c.deletes.Load(),
+		SkippedWrites: c.skipped.Load(),
+		LostRaces:     c.gone.Load(),
+		Errors:        c.errors.Load(),
+	}
+}
+
+// counters back Stats.
+type counters struct {
+	loads, misses, inserts, updates, rotations, deletes, skipped, gone, errors atomic.Uint64
+}
+
+func (c *counters) count(op Op) {
+	switch op {
+	case OpInsert:
+		c.inserts.Add(1)
+	case OpUpdate:
+		c.updates.Add(1)
+	case OpRotate:
+		c.rotations.Add(1)
+	case OpDelete:
+		c.deletes.Add(1)
+	}
+}
