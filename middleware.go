@@ -58,7 +58,9 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 // or an unknown or expired key, yields an empty session; only a backend
 // failure is an error.
 func (m *Manager) load(r *http.Request) (*Session, error) {
-	s := &Session{m: m, now: m.cfg.Now()}
+	// One clock reading per request, at PostgreSQL's microsecond precision,
+	// so expiry is judged identically at load and save and by every backend.
+	s := &Session{m: m, now: m.cfg.Now().Truncate(time.Microsecond)}
 	key, ok := m.signer.keyFromRequest(r)
 	if !ok {
 		return s, nil

@@ -111,11 +111,11 @@ const (
 	sqlInsert = `WITH dead AS (DELETE FROM {t} WHERE key_hash = $1)
 		INSERT INTO {t} (key_hash, data, created_at, accessed_at) VALUES ($2, $3::jsonb, $4, $5)`
 	sqlTouch  = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2) WHERE key_hash = $1`
-	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - $4::text[] END,
+	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - COALESCE($4::text[], '{}') END,
 		accessed_at = GREATEST(accessed_at, $5) WHERE key_hash = $1`
 	sqlRotate = `WITH old AS (DELETE FROM {t} WHERE key_hash = $1 RETURNING data)
 		INSERT INTO {t} (key_hash, data, created_at, accessed_at)
-		SELECT $2, CASE WHEN $3 THEN $4::jsonb ELSE (old.data || $4::jsonb) - $5::text[] END, $6, $7 FROM old`
+		SELECT $2, CASE WHEN $3 THEN $4::jsonb ELSE (old.data || $4::jsonb) - COALESCE($5::text[], '{}') END, $6, $7 FROM old`
 	sqlDelete        = `DELETE FROM {t} WHERE key_hash = $1`
 	sqlDeleteExpired = `DELETE FROM {t} WHERE key_hash IN (
 		SELECT key_hash FROM {t} WHERE accessed_at < $1 OR created_at < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)`

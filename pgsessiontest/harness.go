@@ -1,0 +1,307 @@
+package pgsessiontest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/securecookie"
+	"github.com/pgsession/pgsession"
+)
+
+// epoch is the harness clock's starting time.
+var epoch = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// countingBackend wraps a Backend, counting calls and injecting failures.
+type countingBackend struct {
+	pgsession.Backend
+	loads     atomic.Int64
+	applies   atomic.Int64
+	failLoad  atomic.Bool
+	failApply atomic.Bool
+}
+
+var errInjected = errors.New("pgsessiontest: injected backend failure")
+
+func (b *countingBackend) Load(ctx context.Context, id pgsession.ID) (*pgsession.Record, error) {
+	b.loads.Add(1)
+	if b.failLoad.Load() {
+		return nil, errInjected
+	}
+	return b.Backend.Load(ctx, id)
+}
+
+func (b *countingBackend) Apply(ctx context.Context, a pgsession.Action) error {
+	b.applies.Add(1)
+	if b.failApply.Load() {
+		return errInjected
+	}
+	return b.Backend.Apply(ctx, a)
+}
+
+// harness serves a scriptable handler through a Manager over real HTTP.
+type harness struct {
+	t       *testing.T
+	clock   *Clock
+	backend *countingBackend
+	m       *pgsession.Manager
+	srv     *httptest.Server
+	hashKey []byte
+	// cookieName is the session cookie's name.
+	cookieName string
+
+	mu    sync.Mutex
+	gates map[string]*gate
+}
+
+// gate lets a test hold a request inside its handler: arrived is closed when
+// the handler reaches it, and the handler goes on when release is closed.
+type gate struct{ arrived, release chan struct{} }
+
+const hashKeyLen = 32
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// newHarness serves the script handler with backend b; mod adjusts the
+// Config before New.
+func newHarness(t *testing.T, b pgsession.Backend, mod func(*pgsession.Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, clock: NewClock(epoch), backend: &countingBackend{Backend: b},
+		hashKey: randomBytes(hashKeyLen), gates: map[string]*gate{}}
+	cfg := pgsession.Config{
+		Backend:  h.backend,
+		HashKeys: [][]byte{h.hashKey},
+		Now:      h.clock.Now,
+		Logger:   discardLogger(),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	h.cookieName = cfg.Cookie.Name
+	if h.cookieName == "" {
+		h.cookieName = pgsession.DefaultCookieName
+	}
+	m, err := pgsession.New(cfg)
+	if err != nil {
+		t.Fatalf("pgsession.New: %v", err)
+	}
+	h.m = m
+	h.srv = httptest.NewServer(m.Middleware(http.HandlerFunc(h.script)))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *harness) gate(name string) *gate {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g, ok := h.gates[name]
+	if !ok {
+		g = &gate{arrived: make(chan struct{}), release: make(chan struct{})}
+		h.gates[name] = g
+	}
+	return g
+}
+
+// scriptResult is what the script handler reports in its body.
+type scriptResult struct {
+	Get  map[string]json.RawMessage `json:"get"`
+	Errs []string                   `json:"errs"`
+}
+
+// script runs the ops in the query string in order:
+//
+//	set:K:JSON  del:K  clear  rotate  freeze  get:K  wait:NAME
+//	write (start the body)  flush (via ResponseController)  readfrom
+//	setfunc:K (an unencodable value)  status:N  nobody (write no body)
+func (h *harness) script(w http.ResponseWriter, r *http.Request) {
+	s := pgsession.FromContext(r.Context())
+	res := scriptResult{Get: map[string]json.RawMessage{}}
+	note := func(err error) {
+		if err != nil {
+			res.Errs = append(res.Errs, err.Error())
+		}
+	}
+	body := true
+	for _, op := range r.URL.Query()["op"] {
+		name, arg, _ := strings.Cut(op, ":")
+		switch name {
+		case "set":
+			k, v, _ := strings.Cut(arg, ":")
+			note(s.Set(k, json.RawMessage(v)))
+		case "setfunc":
+			note(s.Set(arg, func() {}))
+		case "del":
+			note(s.Delete(arg))
+		case "clear":
+			note(s.Clear())
+		case "rotate":
+			note(pgsession.RotateKey(r.Context()))
+		case "freeze":
+			note(pgsession.FreezeSession(r.Context()))
+		case "get":
+			var v json.RawMessage
+			ok, err := s.Get(arg, &v)
+			note(err)
+			if ok {
+				res.Get[arg] = v
+			}
+		case "wait":
+			g := h.gate(arg)
+			close(g.arrived)
+			<-g.release
+		case "write":
+			_, _ = io.WriteString(w, "started\n")
+		case "flush":
+			note(http.NewResponseController(w).Flush())
+		case "readfrom":
+			_, err := io.Copy(w, strings.NewReader("copied\n"))
+			note(err)
+		case "status":
+			var code int
+			_, _ = fmt.Sscan(arg, &code)
+			w.Header().Set("X-Handler", "yes")
+			w.WriteHeader(code)
+		case "nobody":
+			body = false
+		default:
+			h.t.Errorf("script: unknown op %q", op)
+		}
+	}
+	if body {
+		b, _ := json.Marshal(res)
+		_, _ = w.Write(append([]byte("\n"), b...))
+	}
+}
+
+// client is one browser: it keeps the session cookie between requests.
+type client struct {
+	h      *harness
+	cookie string // current session cookie value, "" for none
+}
+
+func (h *harness) client() *client { return &client{h: h} }
+
+// response is what a scripted request returned.
+type response struct {
+	status    int
+	header    http.Header
+	body      string
+	result    scriptResult
+	setCookie *http.Cookie // the session cookie sent, if any
+}
+
+func (r response) errs() string { return strings.Join(r.result.Errs, "; ") }
+
+// do runs the ops in one request, carrying and updating the cookie.
+func (c *client) do(ops ...string) response {
+	c.h.t.Helper()
+	resp := c.h.request(c.cookieHeader(), ops...)
+	if ck := resp.setCookie; ck != nil {
+		if ck.MaxAge < 0 {
+			c.cookie = ""
+		} else {
+			c.cookie = ck.Value
+		}
+	}
+	return resp
+}
+
+func (c *client) cookieHeader() string {
+	if c.cookie == "" {
+		return ""
+	}
+	return c.h.cookieName + "=" + c.cookie
+}
+
+// request sends ops with the raw Cookie header cookie ("" for none).
+func (h *harness) request(cookie string, ops ...string) response {
+	h.t.Helper()
+	q := url.Values{"op": ops}
+	req, err := http.NewRequest(http.MethodPost, h.srv.URL+"/?"+q.Encode(), nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	resp, err := h.srv.Client().Do(req)
+	if err != nil {
+		h.t.Fatalf("request %v: %v", ops, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatalf("request %v: read body: %v", ops, err)
+	}
+	out := response{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	if i := strings.LastIndexByte(out.body, '\n'); i >= 0 && resp.StatusCode < 500 {
+		_ = json.Unmarshal([]byte(out.body[i+1:]), &out.result)
+	}
+	for _, ck := range resp.Cookies() {
+		if ck.Name == h.cookieName {
+			if out.setCookie != nil {
+				h.t.Errorf("request %v: two session cookies in one response", ops)
+			}
+			out.setCookie = ck
+		}
+	}
+	return out
+}
+
+// keyOf returns the session key inside a signed cookie value.
+func (h *harness) keyOf(value string) []byte {
+	h.t.Helper()
+	return decodeKey(h.t, h.cookieName, value, h.hashKey)
+}
+
+func decodeKey(t *testing.T, name, value string, hashKey []byte) []byte {
+	t.Helper()
+	var key []byte
+	sc := securecookie.New(hashKey, nil).MaxAge(0).SetSerializer(securecookie.NopEncoder{})
+	if err := sc.Decode(name, value, &key); err != nil {
+		t.Fatalf("cookie %q does not verify: %v", value, err)
+	}
+	return key
+}
+
+// signKey signs key as a session cookie value with hashKey.
+func signKey(t *testing.T, name string, key, hashKey []byte) string {
+	t.Helper()
+	sc := securecookie.New(hashKey, nil).SetSerializer(securecookie.NopEncoder{})
+	v, err := sc.Encode(name, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// stored loads the row of the session whose cookie value is value.
+func (h *harness) stored(value string) (*pgsession.Record, error) {
+	h.t.Helper()
+	id := pgsession.ID(sha256.Sum256(h.keyOf(value)))
+	return h.backend.Backend.Load(context.Background(), id)
+}
+
+// counts returns the backend calls so far.
+func (h *harness) counts() (loads, applies int64) {
+	return h.backend.loads.Load(), h.backend.applies.Load()
+}

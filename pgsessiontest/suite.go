@@ -1,0 +1,311 @@
+package pgsessiontest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgsession/pgsession"
+)
+
+// TestBackend runs the conformance suite: the Backend contract called
+// directly, then every session behaviour (load, expiry, rotation, freeze,
+// timeout resolution, concurrency, cookies, bad input) through
+// pgsession.Manager over real HTTP. newBackend must return a fresh, empty
+// backend each time it is called; subtests may run in parallel.
+//
+// A new Backend implementation proves itself with:
+//
+//	func TestMyBackend(t *testing.T) {
+//		pgsessiontest.TestBackend(t, func(t *testing.T) pgsession.Backend { return newMyBackend(t) })
+//	}
+func TestBackend(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
+	t.Run("contract", func(t *testing.T) { testContract(t, newBackend) })
+	t.Run("behaviour", func(t *testing.T) { testBehaviour(t, newBackend) })
+}
+
+// Contract: the Backend methods called directly.
+
+func raw(kv ...string) map[string]json.RawMessage {
+	m := make(map[string]json.RawMessage, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = json.RawMessage(kv[i+1])
+	}
+	return m
+}
+
+func newID() pgsession.ID { return pgsession.ID(randomBytes(32)) }
+
+// sameData compares JSON data by meaning, since backends may reformat it.
+func sameData(a, b map[string]json.RawMessage) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, va := range a {
+		vb, ok := b[k]
+		if !ok {
+			return false
+		}
+		var x, y any
+		if json.Unmarshal(va, &x) != nil || json.Unmarshal(vb, &y) != nil || !reflect.DeepEqual(x, y) {
+			return false
+		}
+	}
+	return true
+}
+
+func mustApply(t *testing.T, b pgsession.Backend, a pgsession.Action) {
+	t.Helper()
+	if err := b.Apply(context.Background(), a); err != nil {
+		t.Fatalf("Apply(%v): %v", a.Op, err)
+	}
+}
+
+func mustLoad(t *testing.T, b pgsession.Backend, id pgsession.ID) *pgsession.Record {
+	t.Helper()
+	rec, err := b.Load(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Load(%s): %v", id, err)
+	}
+	return rec
+}
+
+func wantGone(t *testing.T, b pgsession.Backend, id pgsession.ID) {
+	t.Helper()
+	if rec, err := b.Load(context.Background(), id); !errors.Is(err, pgsession.ErrNotFound) {
+		t.Fatalf("Load(%s) = %+v, %v; want ErrNotFound", id, rec, err)
+	}
+}
+
+func insert(t *testing.T, b pgsession.Backend, id pgsession.ID, data map[string]json.RawMessage, created, accessed time.Time) {
+	t.Helper()
+	mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, New: id,
+		Patch: pgsession.Patch{Replace: true, Set: data}, Created: created, Accessed: accessed})
+}
+
+func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
+	ctx := context.Background()
+	t0 := epoch
+
+	t.Run("load missing is ErrNotFound", func(t *testing.T) {
+		t.Parallel()
+		wantGone(t, newBackend(t), newID())
+	})
+
+	t.Run("insert then load round-trips data and times", func(t *testing.T) {
+		t.Parallel()
+		b := newBackend(t)
+		id := newID()
+		data := raw("user", `"ada"`, "n", `9007199254740993`, "nested", `{"z":[1,2,{"é":"ü"}],"a":null}`, "emoji", `"🔑 \"quoted\" \\ <tag>"`)
+		insert(t, b, id, data, t0, t0.Add(time.Minute))
+		rec := mustLoad(t, b, id)
+		if !sameData(rec.Data, data) {
+			t.Errorf("data = %s, want %s", rec.Data, data)
+		}
+		if rec.ID != id || !rec.Created.Equal(t0) || !rec.Accessed.Equal(t0.Add(time.Minute)) {
+			t.Errorf("record = %v %v %v, want %v %v %v", rec.ID, rec.Created, rec.Accessed, id, t0, t0.Add(time.Minute))
+		}
+		var n int64
+		if err := json.Unmarshal(rec.Data["n"], &n); err != nil || n != 9007199254740993 {
+			t.Errorf("big integer = %d (%v), want exact 9007199254740993", n, err)
+		}
+	})
+
+	t.Run("insert replaces a dead row", func(t *testing.T) {
+		t.Parallel()
+		b := newBackend(t)
+		dead, fresh := newID(), newID()
+		insert(t, b, dead, raw("a", `1`), t0, t0)
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, Old: dead, New: fresh,
+			Patch: pgsession.Patch{Replace: true, Set: raw("b", `2`)}, Created: t0, Accessed: t0})
+		wantGone(t, b, dead)
+		if rec := mustLoad(t, b, fresh); !sameData(rec.Data, raw("b", `2`)) {
+			t.Errorf("data = %s", rec.Data)
+		}
+		// The dead row may already be gone: still fine.
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, Old: dead, New: newID(),
+			Patch: pgsession.Patch{Replace: true, Set: raw("c", `3`)}, Created: t0, Accessed: t0})
+	})
+
+	t.Run("update merges, deletes, replaces and moves access forward only", func(t *testing.T) {
+		t.Parallel()
+		b := newBackend(t)
+		id := newID()
+		insert(t, b, id, raw("a", `1`, "b", `2`, "c", `3`), t0, t0)
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id,
+			Patch: pgsession.Patch{Set: raw("b", `20`, "d", `4`), Delete: []string{"c", "absent"}}, Accessed: t0.Add(time.Hour)})
+		rec := mustLoad(t, b, id)
+		if want := raw("a", `1`, "b", `20`, "d", `4`); !sameData(rec.Data, want) {
+			t.Errorf("after merge: %s, want %s", rec.Data, want)
+		}
+		if !rec.Accessed.Equal(t0.Add(time.Hour)) || !rec.Created.Equal(t0) {
+			t.Errorf("times = %v %v", rec.Created, rec.Accessed)
+		}
+		// A touch (empty patch) that is older than the stored time changes nothing.
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, Accessed: t0.Add(time.Minute)})
+		if rec := mustLoad(t, b, id); !rec.Accessed.Equal(t0.Add(time.Hour)) {
+			t.Errorf("access time went backwards to %v", rec.Accessed)
+		}
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id,
+			Patch: pgsession.Patch{Replace: true, Set: raw("only", `true`)}, Accessed: t0.Add(2 * time.Hour)})
+		if rec := mustLoad(t, b, id); !sameData(rec.Data, raw("only", `true`)) || !rec.Accessed.Equal(t0.Add(2*time.Hour)) {
+			t.Errorf("after replace: %s at %v", rec.Data, rec.Accessed)
+		}
+	})
+
+	t.Run("update or rotate of a missing row is ErrGone and creates nothing", func(t *testing.T) {
+		t.Parallel()
+		b := newBackend(t)
+		old, fresh := newID(), newID()
+		err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: old, Patch: pgsession.Patch{Set: raw("a", `1`)}, Accessed: t0})
+		if !errors.Is(err, pgsession.ErrGone) {
+			t.Errorf("update: err = %v, want ErrGone", err)
+		}
+		err = b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: old, Accessed: t0})
+		if !errors.Is(err, pgsession.ErrGone) {
+			t.Errorf("touch: err = %v, want ErrGone", err)
+		}
+		err = b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: old, New: fresh, Patch: pgsession.Patch{Set: raw("a", `1`)}, Created: t0, Accessed: t0})
+		if !errors.Is(err, pgsession.ErrGone) {
+			t.Errorf("rotate: err = %v, want ErrGone", err)
+		}
+		wantGone(t, b, old)
+		wantGone(t, b, fresh)
+	})
+
+	t.Run("rotate moves merged data to the new id", func(t *testing.T) {
+		t.Parallel()
+		b := newBackend(t)
+		old, fresh := newID(), newID()
+		insert(t, b, old, raw("a", `1`, "b", `2`), t0, t0)
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpRotate, Old: old, New: fresh,
+			Patch: pgsession.Patch{Set: raw("user", `"ada"`), Delete: []string{"b"}}, Created: t0.Add(time.Hour), Accessed: t0.Add(time.Hour)})
+		wantGone(t, b, old)
+		rec := mustLoad(t, b, fresh)
+		if !sameData(rec.Data, raw("a", `1`, "user", `"ada"`)) || !rec.Created.Equal(t0.Add(time.Hour)) || !rec.Accessed.Equal(t0.Add(time.Hour)) {
+			t.Errorf("rotated = %s %v %v", rec.Data, rec.Created, rec.Accessed)
+		}
+	})
+
+	t.Run("delete removes; deleting a missing row is fine", func(t *testing.T) {
+		t.Parallel()
+		b := newBackend(t)
+		id := newID()
+		insert(t, b, id, raw("a", `1`), t0, t0)
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpDelete, Old: id})
+		wantGone(t, b, id)
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpDelete, Old: id})
+	})
+
+	t.Run("concurrent updates of different keys all persist", func(t *testing.T) {
+		t.Parallel()
+		b := newBackend(t)
+		id := newID()
+		insert(t, b, id, raw("base", `0`), t0, t0)
+		const n = 16
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := range n {
+			wg.Go(func() {
+				errs <- b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: id,
+					Patch: pgsession.Patch{Set: raw(fmt.Sprintf("k%d", i), fmt.Sprint(i))}, Accessed: t0.Add(time.Duration(i) * time.Second)})
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		rec := mustLoad(t, b, id)
+		if len(rec.Data) != n+1 {
+			t.Errorf("got %d keys, want %d: %s", len(rec.Data), n+1, rec.Data)
+		}
+		if !rec.Accessed.Equal(t0.Add((n - 1) * time.Second)) {
+			t.Errorf("accessed = %v, want the latest", rec.Accessed)
+		}
+	})
+
+	t.Run("concurrent rotations of one session: exactly one wins", func(t *testing.T) {
+		t.Parallel()
+		b := newBackend(t)
+		old := newID()
+		insert(t, b, old, raw("a", `1`), t0, t0)
+		const n = 8
+		ids := make([]pgsession.ID, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			ids[i] = newID()
+			wg.Go(func() {
+				errs[i] = b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: old, New: ids[i], Created: t0, Accessed: t0})
+			})
+		}
+		wg.Wait()
+		won := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				won++
+				mustLoad(t, b, ids[i])
+			case errors.Is(err, pgsession.ErrGone):
+				wantGone(t, b, ids[i])
+			default:
+				t.Errorf("rotation %d: %v", i, err)
+			}
+		}
+		if won != 1 {
+			t.Errorf("%d rotations succeeded, want exactly 1", won)
+		}
+		wantGone(t, b, old)
+	})
+
+	t.Run("delete expired removes exactly the expired rows, in bounded batches", func(t *testing.T) {
+		t.Parallel()
+		b := newBackend(t)
+		idleBefore, createdBefore := t0.Add(-8*time.Hour), t0.Add(-30*24*time.Hour)
+		var live, idle, old []pgsession.ID
+		for range 5 {
+			id := newID()
+			insert(t, b, id, raw("a", `1`), t0.Add(-time.Hour), t0.Add(-time.Minute))
+			live = append(live, id)
+			id = newID()
+			insert(t, b, id, raw("a", `1`), t0.Add(-10*time.Hour), t0.Add(-9*time.Hour))
+			idle = append(idle, id)
+			id = newID()
+			insert(t, b, id, raw("a", `1`), t0.Add(-31*24*time.Hour), t0.Add(-time.Minute))
+			old = append(old, id)
+		}
+		n, err := b.DeleteExpired(ctx, idleBefore, createdBefore, 3)
+		if err != nil || n != 3 {
+			t.Fatalf("first batch = %d, %v; want 3", n, err)
+		}
+		total := n
+		for n > 0 {
+			if n, err = b.DeleteExpired(ctx, idleBefore, createdBefore, 3); err != nil {
+				t.Fatal(err)
+			}
+			total += n
+		}
+		if total != 10 {
+			t.Errorf("removed %d, want 10", total)
+		}
+		for _, id := range live {
+			mustLoad(t, b, id)
+		}
+		for _, id := range append(idle, old...) {
+			wantGone(t, b, id)
+		}
+		// Zero bounds disable a rule.
+		insert(t, b, newID(), raw("a", `1`), t0.Add(-31*24*time.Hour), t0.Add(-9*time.Hour))
+		if n, err := b.DeleteExpired(ctx, time.Time{}, time.Time{}, 100); err != nil || n != 0 {
+			t.Errorf("with no bounds removed %d, %v; want 0", n, err)
+		}
+	})
+}
