@@ -50,7 +50,7 @@ func TestDecide(t *testing.T) {
 			cookie: cookieSet, expires: newExpiry},
 		{name: "resolution disabled: every request touches", t: timeouts{idle: time.Hour, resolution: -1},
 			loaded: rec(time.Hour, time.Second), c: change{},
-			want:   Action{Op: OpUpdate, Old: id, Accessed: t0}, cookie: cookieSet, expires: t0.Add(time.Hour)},
+			want: Action{Op: OpUpdate, Old: id, Accessed: t0}, cookie: cookieSet, expires: t0.Add(time.Hour)},
 		{name: "idle disabled: unchanged never touches", t: timeouts{absolute: time.Hour * 24, resolution: time.Minute},
 			loaded: rec(time.Hour, 5*time.Hour), c: change{}},
 		{name: "changed within resolution: update", t: def, loaded: rec(time.Hour, time.Minute), c: change{patch: set},

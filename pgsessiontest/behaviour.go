@@ -396,12 +396,12 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		if ck == nil || !ck.HttpOnly || !ck.Secure || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.Domain != "" {
 			t.Fatalf("cookie %+v: want HttpOnly, Secure, SameSite=Lax, Path=/", ck)
 		}
-		if ck.MaxAge != int((8 * time.Hour).Seconds()) || !ck.Expires.Equal(h.clock.Now().Add(8*time.Hour)) {
+		if ck.MaxAge != int((8*time.Hour).Seconds()) || !ck.Expires.Equal(h.clock.Now().Add(8*time.Hour)) {
 			t.Errorf("new session: Max-Age %d, Expires %v; want idle timeout", ck.MaxAge, ck.Expires)
 		}
 		h.clock.Advance(7 * time.Hour)
 		r = c.do("set:a:2")
-		if r.setCookie == nil || r.setCookie.MaxAge != int((3 * time.Hour).Seconds()) {
+		if r.setCookie == nil || r.setCookie.MaxAge != int((3*time.Hour).Seconds()) {
 			t.Errorf("near the absolute timeout: cookie %+v, want Max-Age 3h", r.setCookie)
 		}
 	})
