@@ -272,12 +272,22 @@ var schemaName = regexp.MustCompile(`\bsessions(_[a-z_]+_idx)?\b`)
 // Schema returns the SQL that Migrate applies (schema.sql with this backend's
 // table name), for users who run migrations with their own tool.
 func (b *PostgresBackend) Schema() string {
-	return schemaName.ReplaceAllStringFunc(schemaSQL, func(m string) string {
-		if suffix, ok := strings.CutPrefix(m, "sessions"); ok && suffix != "" {
-			return pq.QuoteIdentifier(b.base + suffix)
+	var out strings.Builder
+	for line := range strings.Lines(schemaSQL) {
+		if !strings.HasPrefix(strings.TrimSpace(line), "--") {
+			line = schemaName.ReplaceAllStringFunc(line, b.quoteSchemaName)
 		}
-		return b.table
-	})
+		out.WriteString(line)
+	}
+	return out.String()
+}
+
+// quoteSchemaName maps a table or index name of schema.sql to this backend's.
+func (b *PostgresBackend) quoteSchemaName(name string) string {
+	if suffix, _ := strings.CutPrefix(name, DefaultTable); suffix != "" {
+		return pq.QuoteIdentifier(b.base + suffix)
+	}
+	return b.table
 }
 
 // wantColumns is the shape Migrate requires of an existing table.
@@ -308,7 +318,10 @@ func (b *PostgresBackend) Migrate(ctx context.Context) error {
 	if err := b.checkTable(ctx, tx); err != nil {
 		return err
 	}
-	for _, stmt := range splitSQL(b.Schema()) {
+	// Split schema.sql before the table name goes in: a quoted name may
+	// itself contain a semicolon.
+	for _, stmt := range splitSQL(schemaSQL) {
+		stmt = schemaName.ReplaceAllStringFunc(stmt, b.quoteSchemaName)
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("pgsession: migrate: %w", err)
 		}

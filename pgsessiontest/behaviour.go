@@ -330,6 +330,18 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		}
 	})
 
+	t.Run("Hijack saves first; ResponseController reaches the server's writer", func(t *testing.T) {
+		h := setup(t, nil)
+		c := h.client()
+		c.do("set:a:1")
+		if r := c.do("set:b:2", "hijack"); r.status != 200 || r.body != "hijacked" {
+			t.Fatalf("hijacked response: %d %q", r.status, r.body)
+		}
+		if r := c.do("get:b", "deadline"); string(r.result.Get["b"]) != "2" || r.errs() != "" {
+			t.Errorf("after hijack: get %v, errs %s", r.result.Get, r.errs())
+		}
+	})
+
 	t.Run("Flush saves, so a streamed response carries the cookie", func(t *testing.T) {
 		h := setup(t, nil)
 		g := h.gate("stream")

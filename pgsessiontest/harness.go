@@ -132,6 +132,7 @@ type scriptResult struct {
 //	set:K:JSON  del:K  clear  rotate  freeze  get:K  wait:NAME
 //	write (start the body)  flush (via ResponseController)  readfrom
 //	setfunc:K (an unencodable value)  status:N  nobody (write no body)
+//	deadline (SetWriteDeadline via ResponseController)  hijack (answer raw, stop)
 func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 	s := pgsession.FromContext(r.Context())
 	res := scriptResult{Get: map[string]json.RawMessage{}}
@@ -182,6 +183,19 @@ func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(code)
 		case "nobody":
 			body = false
+		case "deadline":
+			// Reaches the server's writer through Unwrap.
+			note(http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Minute)))
+		case "hijack":
+			conn, buf, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				note(err)
+				break
+			}
+			_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhijacked")
+			_ = buf.Flush()
+			_ = conn.Close()
+			return
 		default:
 			h.t.Errorf("script: unknown op %q", op)
 		}

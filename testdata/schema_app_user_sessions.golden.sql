@@ -1,0 +1,22 @@
+-- pgsession schema, for PostgreSQL 12 or later.
+--
+-- PostgresBackend.Migrate applies this file (with the table name it was given
+-- in place of "sessions") under an advisory lock, so it is safe to call from
+-- several instances at once. Users of goose, golang-migrate or atlas can copy
+-- it into a migration instead. Each statement is idempotent.
+
+CREATE TABLE IF NOT EXISTS "app"."user_sessions" (
+    -- SHA-256 of the session key. The key itself is never stored, so the
+    -- table's contents cannot be replayed as cookies.
+    key_hash    bytea       PRIMARY KEY CHECK (octet_length(key_hash) = 32),
+    -- The session's data: one JSON object, top-level keys as set by Session.Set.
+    data        jsonb       NOT NULL,
+    -- When the session (or its current key) was created: absolute timeout.
+    created_at  timestamptz NOT NULL,
+    -- The last access written: idle timeout. Lags by up to TimeoutResolution.
+    accessed_at timestamptz NOT NULL
+);
+
+-- Both indexes serve DeleteExpired, which removes rows past either timeout.
+CREATE INDEX IF NOT EXISTS "user_sessions_accessed_at_idx" ON "app"."user_sessions" (accessed_at);
+CREATE INDEX IF NOT EXISTS "user_sessions_created_at_idx" ON "app"."user_sessions" (created_at);
