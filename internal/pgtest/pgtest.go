@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"net/url"
 	"os"
 	"sync"
 	"testing"
@@ -87,9 +88,11 @@ func Count(t testing.TB, db *sqlx.DB, query string, args ...any) int {
 	return int(n.Int64)
 }
 
+// redact hides a password in u.
 func redact(u string) string {
-	if p, err := pq.ParseURL(u); err == nil {
-		return p
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable DATABASE_URL)"
 	}
-	return "(unparsable DATABASE_URL)"
+	return p.Redacted()
 }
