@@ -2,13 +2,11 @@ package pgsessiontest
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,14 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/securecookie"
 	"github.com/pgsession/pgsession"
 )
-
-// epoch is the harness clock's starting time.
-var epoch = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
-
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // countingBackend wraps a Backend, counting calls and injecting failures.
 type countingBackend struct {
@@ -56,14 +48,12 @@ func (b *countingBackend) Apply(ctx context.Context, a pgsession.Action) error {
 
 // harness serves a scriptable handler through a Manager over real HTTP.
 type harness struct {
+	*Env
 	t       *testing.T
 	clock   *Clock
 	backend *countingBackend
 	m       *pgsession.Manager
 	srv     *httptest.Server
-	hashKey []byte
-	// cookieName is the session cookie's name.
-	cookieName string
 
 	mu    sync.Mutex
 	gates map[string]*gate
@@ -73,39 +63,18 @@ type harness struct {
 // the handler reaches it, and the handler goes on when release is closed.
 type gate struct{ arrived, release chan struct{} }
 
-const hashKeyLen = 32
-
-func randomBytes(n int) []byte {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return b
-}
-
 // newHarness serves the script handler with backend b; mod adjusts the
 // Config before New.
 func newHarness(t *testing.T, b pgsession.Backend, mod func(*pgsession.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: NewClock(epoch), backend: &countingBackend{Backend: b},
-		hashKey: randomBytes(hashKeyLen), gates: map[string]*gate{}}
-	cfg := pgsession.Config{
-		Backend:  h.backend,
-		HashKeys: [][]byte{h.hashKey},
-		Now:      h.clock.Now,
-		Logger:   discardLogger(),
-	}
+	h := &harness{t: t, backend: &countingBackend{Backend: b}, gates: map[string]*gate{}}
+	cfg := pgsession.Config{Backend: h.backend}
 	if mod != nil {
 		mod(&cfg)
 	}
-	h.cookieName = cfg.Cookie.Name
-	if h.cookieName == "" {
-		h.cookieName = pgsession.DefaultCookieName
-	}
-	m, err := pgsession.New(cfg)
-	if err != nil {
-		t.Fatalf("pgsession.New: %v", err)
-	}
-	h.m = m
-	h.srv = httptest.NewServer(m.Middleware(http.HandlerFunc(h.script)))
+	h.Env = NewEnv(t, cfg)
+	h.clock, h.m = h.Env.Clock, h.Env.Manager
+	h.srv = httptest.NewServer(h.m.Middleware(http.HandlerFunc(h.script)))
 	t.Cleanup(h.srv.Close)
 	return h
 }
@@ -281,37 +250,30 @@ func (h *harness) request(cookie string, ops ...string) response {
 	return out
 }
 
-// keyOf returns the session key inside a signed cookie value.
-func (h *harness) keyOf(value string) []byte {
+// key returns the session key inside a cookie value signed by h.
+func (h *harness) key(value string) []byte {
 	h.t.Helper()
-	return decodeKey(h.t, h.cookieName, value, h.hashKey)
+	key, ok := h.keyOf(value)
+	if !ok {
+		h.t.Fatalf("cookie %q does not verify", value)
+	}
+	return key
 }
 
+// decodeKey returns the key in value, failing t unless hashKey signed it.
 func decodeKey(t *testing.T, name, value string, hashKey []byte) []byte {
 	t.Helper()
-	var key []byte
-	sc := securecookie.New(hashKey, nil).MaxAge(0).SetSerializer(securecookie.NopEncoder{})
-	if err := sc.Decode(name, value, &key); err != nil {
+	key, err := unsign(name, value, hashKey)
+	if err != nil {
 		t.Fatalf("cookie %q does not verify: %v", value, err)
 	}
 	return key
 }
 
-// signKey signs key as a session cookie value with hashKey.
-func signKey(t *testing.T, name string, key, hashKey []byte) string {
-	t.Helper()
-	sc := securecookie.New(hashKey, nil).SetSerializer(securecookie.NopEncoder{})
-	v, err := sc.Encode(name, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 // stored loads the row of the session whose cookie value is value.
 func (h *harness) stored(value string) (*pgsession.Record, error) {
 	h.t.Helper()
-	id := pgsession.ID(sha256.Sum256(h.keyOf(value)))
+	id := pgsession.ID(sha256.Sum256(h.key(value)))
 	return h.backend.Backend.Load(context.Background(), id)
 }
 

@@ -90,7 +90,7 @@ func insert(t *testing.T, b pgsession.Backend, id pgsession.ID, data map[string]
 
 func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
 	ctx := context.Background()
-	t0 := epoch
+	t0 := Epoch
 
 	t.Run("load missing is ErrNotFound", func(t *testing.T) {
 		t.Parallel()
