@@ -42,6 +42,19 @@ type Patch struct {
 // IsEmpty reports whether the patch leaves the stored data unchanged.
 func (p Patch) IsEmpty() bool { return !p.Replace && len(p.Set) == 0 && len(p.Delete) == 0 }
 
+// touches reports whether the patch may change key.
+func (p Patch) touches(key string) bool {
+	if _, ok := p.Set[key]; ok || p.Replace {
+		return true
+	}
+	for _, k := range p.Delete {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
 // Op is the kind of write an Action asks a Backend to perform.
 type Op uint8
 
@@ -93,6 +106,12 @@ type Action struct {
 	Patch    Patch
 	Created  time.Time // for OpInsert and OpRotate
 	Accessed time.Time // for OpInsert, OpUpdate and OpRotate
+
+	// SetPrincipal says the row's principal becomes Principal ("" for none).
+	// Otherwise an update keeps the stored principal and a rotation carries
+	// it to the new row. See Config.PrincipalKey.
+	SetPrincipal bool
+	Principal    string
 }
 
 // Backend stores sessions. Implementations must be safe for concurrent use.

@@ -1,6 +1,7 @@
 package pgsession
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,6 +54,26 @@ type Config struct {
 	// Cookie configures the session cookie.
 	Cookie CookieConfig
 
+	// BearerTokens also accepts the signed session key from an
+	// "Authorization: Bearer <token>" header, for API and mobile clients that
+	// cannot keep cookies; Token gives a handler the token to hand out. A
+	// valid header token wins over a cookie, and a request that came with one
+	// gets no Set-Cookie. Rotation, timeouts and freeze work the same.
+	BearerTokens bool
+
+	// PrincipalKey names the session key that says who is logged in (for
+	// example "user_id"). Its value is then also stored in an indexed column,
+	// so Manager.DeleteByPrincipal can log a user out everywhere and
+	// ListByPrincipal can show their sessions; and a request that changes it
+	// rotates the key automatically, so a login stays safe from session
+	// fixation even without RotateKey. Empty means sessions have no principal.
+	PrincipalKey string
+
+	// RotateWhen, if set, is called when a live session is saved with the data
+	// as loaded and as the request leaves it; returning true rotates the key
+	// as if RotateKey had been called. It must not modify the maps.
+	RotateWhen func(old, new map[string]json.RawMessage) bool
+
 	// MaxDataSize bounds the JSON size of one session's data in bytes; Set
 	// returns ErrTooLarge rather than exceed it. Zero means
 	// DefaultMaxDataSize (64 KiB).
@@ -83,6 +104,12 @@ type CookieConfig struct {
 	// Insecure drops the Secure attribute, for development over plain HTTP.
 	// Never set it in production.
 	Insecure bool
+	// IndicatorName, if set, names a second cookie that scripts can read:
+	// it holds no secret, only the session's expiry in Unix seconds ("0" for
+	// a session-only cookie), and is set and expired with the session cookie,
+	// so a front end can tell whether a session may exist before calling an
+	// API. Empty means no indicator cookie.
+	IndicatorName string
 	// SessionOnly omits Expires and Max-Age, so the browser drops the cookie
 	// when it closes (browsers that restore sessions may keep it). The
 	// server enforces the timeouts either way. A cookie is also session-only
@@ -153,9 +180,14 @@ func (c CookieConfig) resolve() (CookieConfig, error) {
 	if c.SameSite == 0 || c.SameSite == http.SameSiteDefaultMode {
 		c.SameSite = http.SameSiteLaxMode
 	}
-	probe := http.Cookie{Name: c.Name, Value: "x", Path: c.Path, Domain: c.Domain}
-	if err := probe.Valid(); err != nil {
-		return c, configError("Cookie: %v", err)
+	for _, name := range []string{c.Name, c.IndicatorName} {
+		probe := http.Cookie{Name: name, Value: "x", Path: c.Path, Domain: c.Domain}
+		if err := probe.Valid(); err != nil && name != "" {
+			return c, configError("Cookie: %v", err)
+		}
+	}
+	if c.IndicatorName == c.Name {
+		return c, configError("Cookie: IndicatorName must differ from Name")
 	}
 	if c.SameSite == http.SameSiteNoneMode && c.Insecure {
 		return c, configError("Cookie: SameSite=None requires Secure, but Insecure is set")

@@ -3,6 +3,8 @@ package pgsession
 import (
 	"crypto/rand"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -53,16 +55,15 @@ func (s signer) decode(value string) ([]byte, bool) {
 	return nil, false
 }
 
-// keyFromRequest returns the session key of the first cookie named like the
-// session cookie that verifies. Stale cookies (other paths, old secrets,
-// garbage) are skipped, never an error.
-func (s signer) keyFromRequest(r *http.Request) ([]byte, bool) {
-	for _, c := range r.CookiesNamed(s.name) {
-		if key, ok := s.decode(c.Value); ok {
-			return key, true
-		}
+// bearerToken returns the token of an "Authorization: Bearer <token>"
+// header (the scheme is case-insensitive, RFC 9110).
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
 	}
-	return nil, false
+	token = strings.TrimSpace(token)
+	return token, token != ""
 }
 
 // newKey returns a fresh random session key from crypto/rand.
@@ -74,11 +75,11 @@ func newKey() []byte {
 	return key
 }
 
-// cookie returns the session cookie carrying value, expiring at expires
-// (zero for a browser-session cookie), as seen from now.
-func (c CookieConfig) cookie(value string, expires, now time.Time) *http.Cookie {
+// cookie returns the cookie name=value with the configured attributes,
+// expiring at expires (zero for a browser-session cookie), as seen from now.
+func (c CookieConfig) cookie(name, value string, expires, now time.Time) *http.Cookie {
 	ck := &http.Cookie{
-		Name:     c.Name,
+		Name:     name,
 		Value:    value,
 		Path:     c.Path,
 		Domain:   c.Domain,
@@ -93,9 +94,22 @@ func (c CookieConfig) cookie(value string, expires, now time.Time) *http.Cookie 
 	return ck
 }
 
-// expired returns a cookie that tells the client to drop its session cookie.
-func (c CookieConfig) expired() *http.Cookie {
-	ck := c.cookie("", time.Time{}, time.Time{})
+// indicator returns the public indicator cookie: readable by scripts, it
+// holds no secret, only the session's expiry in Unix seconds (0 for a
+// browser-session cookie), so a front end knows a session may exist.
+func (c CookieConfig) indicator(expires, now time.Time) *http.Cookie {
+	v := "0"
+	if !c.SessionOnly && !expires.IsZero() {
+		v = strconv.FormatInt(expires.Unix(), 10)
+	}
+	ck := c.cookie(c.IndicatorName, v, expires, now)
+	ck.HttpOnly = false
+	return ck
+}
+
+// expired returns a cookie that tells the client to drop cookie name.
+func (c CookieConfig) expired(name string) *http.Cookie {
+	ck := c.cookie(name, "", time.Time{}, time.Time{})
 	ck.Expires = time.Unix(1, 0).UTC()
 	ck.MaxAge = -1
 	return ck

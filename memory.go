@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 )
@@ -22,6 +23,7 @@ type MemoryBackend struct {
 type memoryRow struct {
 	data              map[string]json.RawMessage
 	created, accessed time.Time
+	principal         string
 }
 
 // NewMemoryBackend returns an empty in-memory backend.
@@ -57,7 +59,7 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 			return fmt.Errorf("pgsession: insert session %s: key exists", a.New)
 		}
 		delete(b.rows, a.Old)
-		b.rows[a.New] = memoryRow{data: a.Patch.applyTo(nil), created: a.Created, accessed: a.Accessed}
+		b.rows[a.New] = memoryRow{data: a.Patch.applyTo(nil), created: a.Created, accessed: a.Accessed, principal: a.Principal}
 	case OpUpdate:
 		row, ok := b.rows[a.Old]
 		if !ok {
@@ -65,6 +67,9 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 		}
 		row.data = a.Patch.applyTo(row.data)
 		row.accessed = laterOf(row.accessed, a.Accessed)
+		if a.SetPrincipal {
+			row.principal = a.Principal
+		}
 		b.rows[a.Old] = row
 	case OpRotate:
 		row, ok := b.rows[a.Old]
@@ -72,7 +77,10 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 			return ErrGone
 		}
 		delete(b.rows, a.Old)
-		b.rows[a.New] = memoryRow{data: a.Patch.applyTo(row.data), created: a.Created, accessed: a.Accessed}
+		if a.SetPrincipal {
+			row.principal = a.Principal
+		}
+		b.rows[a.New] = memoryRow{data: a.Patch.applyTo(row.data), created: a.Created, accessed: a.Accessed, principal: row.principal}
 	case OpDelete:
 		delete(b.rows, a.Old)
 	default:
@@ -99,6 +107,40 @@ func (b *MemoryBackend) DeleteExpired(ctx context.Context, idleBefore, createdBe
 		}
 	}
 	return n, nil
+}
+
+// DeleteByPrincipal implements PrincipalBackend.
+func (b *MemoryBackend) DeleteByPrincipal(ctx context.Context, principal string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for id, row := range b.rows {
+		if row.principal == principal && principal != "" {
+			delete(b.rows, id)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// ListByPrincipal implements PrincipalBackend.
+func (b *MemoryBackend) ListByPrincipal(ctx context.Context, principal string) ([]Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []Record
+	for id, row := range b.rows {
+		if row.principal == principal && principal != "" {
+			out = append(out, Record{ID: id, Created: row.created, Accessed: row.accessed})
+		}
+	}
+	slices.SortFunc(out, func(a, b Record) int { return b.Accessed.Compare(a.Accessed) })
+	return out, nil
 }
 
 // applyTo returns a new map: data with p applied, as PostgreSQL's

@@ -15,7 +15,7 @@ import (
 // it is safe for concurrent use and holds no global state.
 type Manager struct {
 	cfg    Config
-	t      timeouts
+	p      policy
 	signer signer
 	stats  counters
 }
@@ -28,8 +28,9 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	return &Manager{
-		cfg:    cfg,
-		t:      timeouts{idle: cfg.IdleTimeout, absolute: cfg.AbsoluteTimeout, resolution: cfg.TimeoutResolution},
+		cfg: cfg,
+		p: policy{idle: cfg.IdleTimeout, absolute: cfg.AbsoluteTimeout, resolution: cfg.TimeoutResolution,
+			principalKey: cfg.PrincipalKey, rotateWhen: cfg.RotateWhen},
 		signer: newSigner(cfg.Cookie.Name, cfg.HashKeys),
 	}, nil
 }
@@ -54,17 +55,18 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 	})
 }
 
-// load reads the session of r. A missing, malformed or badly signed cookie,
-// or an unknown or expired key, yields an empty session; only a backend
-// failure is an error.
+// load reads the session of r. A missing, malformed or badly signed cookie
+// or token, or an unknown or expired key, yields an empty session; only a
+// backend failure is an error.
 func (m *Manager) load(r *http.Request) (*Session, error) {
 	// One clock reading per request, at PostgreSQL's microsecond precision,
 	// so expiry is judged identically at load and save and by every backend.
 	s := &Session{m: m, now: m.cfg.Now().Truncate(time.Microsecond)}
-	key, ok := m.signer.keyFromRequest(r)
+	key, bearer, ok := m.keyFromRequest(r)
 	if !ok {
 		return s, nil
 	}
+	s.bearer = bearer
 	rec, err := m.cfg.Backend.Load(r.Context(), idOf(key))
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -73,31 +75,50 @@ func (m *Manager) load(r *http.Request) (*Session, error) {
 	case err != nil:
 		return nil, fmt.Errorf("pgsession: load session: %w", err)
 	}
-	s.loaded, s.key = rec, key
-	if m.t.expired(rec, s.now) {
+	s.loaded = rec
+	if m.p.expired(rec, s.now) {
 		// Treated as absent: the handler starts from an empty session, and
 		// the save removes the dead row.
 		m.stats.misses.Add(1)
 		return s, nil
 	}
 	m.stats.loads.Add(1)
-	s.data = rec.Data
+	s.key, s.data = key, rec.Data
 	for k, v := range rec.Data {
 		s.size += entrySize(k, v)
 	}
 	return s, nil
 }
 
-// save executes the policy's decision for s and adds the cookie to h.
+// keyFromRequest returns the session key the request carries: from a valid
+// bearer token when Config.BearerTokens is on, else from the first session
+// cookie that verifies. Nothing here touches the database.
+func (m *Manager) keyFromRequest(r *http.Request) (key []byte, bearer, ok bool) {
+	if m.cfg.BearerTokens {
+		if token, found := bearerToken(r); found {
+			if key, ok := m.signer.decode(token); ok {
+				return key, true, true
+			}
+		}
+	}
+	for _, c := range r.CookiesNamed(m.signer.name) {
+		if key, ok := m.signer.decode(c.Value); ok {
+			return key, false, true
+		}
+	}
+	return nil, false, false
+}
+
+// save executes the policy's decision for s and adds the cookies to h.
 func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	c, ok := s.seal()
 	if !ok {
 		return nil
 	}
-	d := m.t.decide(s.loaded, c, s.now)
+	d := m.p.decide(s.loaded, c, s.now)
 	key := s.key
 	if d.action.Op == OpInsert || d.action.Op == OpRotate {
-		key = newKey()
+		key = s.chooseNewKey()
 		d.action.New = idOf(key)
 	}
 	switch err := m.apply(ctx, d.action); {
@@ -105,13 +126,23 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 		// A concurrent logout or rotation deleted this session: its key
 		// stays dead, and that other response decides the cookie.
 		m.stats.gone.Add(1)
+		s.setKey(nil)
 		return nil
 	case err != nil:
 		return fmt.Errorf("pgsession: save session (%s): %w", d.action.Op, err)
-	case d.action.Op == OpNone && s.loaded != nil && !c.freeze:
+	case d.action.Op == OpNone && s.key != nil && !c.freeze:
 		m.stats.skipped.Add(1)
 	}
-	return m.setCookie(h, d, key, s.now)
+	if !c.freeze {
+		if d.cookie == cookieExpire {
+			key = nil
+		}
+		s.setKey(key)
+	}
+	if s.bearer {
+		return nil // the client keeps its token itself; it gets a new one through Token
+	}
+	return m.setCookies(h, d, key, s.now)
 }
 
 // apply executes a through the backend, counting what it did.
@@ -126,11 +157,11 @@ func (m *Manager) apply(ctx context.Context, a Action) error {
 	return nil
 }
 
-// setCookie adds the Set-Cookie header d asks for, signing key for
-// cookieSet, and marks the response as varying by cookie and not cacheable
-// with it.
-func (m *Manager) setCookie(h http.Header, d decision, key []byte, now time.Time) error {
-	var ck *http.Cookie
+// setCookies adds the Set-Cookie headers d asks for (the session cookie,
+// and the indicator cookie if configured), and marks the response as
+// varying by cookie and not cacheable with them.
+func (m *Manager) setCookies(h http.Header, d decision, key []byte, now time.Time) error {
+	cc := m.cfg.Cookie
 	switch d.cookie {
 	case cookieKeep:
 		return nil
@@ -139,11 +170,16 @@ func (m *Manager) setCookie(h http.Header, d decision, key []byte, now time.Time
 		if err != nil {
 			return fmt.Errorf("pgsession: sign cookie: %w", err)
 		}
-		ck = m.cfg.Cookie.cookie(v, d.expires, now)
+		h.Add("Set-Cookie", cc.cookie(cc.Name, v, d.expires, now).String())
+		if cc.IndicatorName != "" {
+			h.Add("Set-Cookie", cc.indicator(d.expires, now).String())
+		}
 	case cookieExpire:
-		ck = m.cfg.Cookie.expired()
+		h.Add("Set-Cookie", cc.expired(cc.Name).String())
+		if cc.IndicatorName != "" {
+			h.Add("Set-Cookie", cc.expired(cc.IndicatorName).String())
+		}
 	}
-	h.Add("Set-Cookie", ck.String())
 	h.Add("Vary", "Cookie")
 	h.Add("Cache-Control", `no-cache="Set-Cookie"`)
 	return nil

@@ -1,6 +1,11 @@
 package pgsession
 
-import "time"
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"time"
+)
 
 // This file is the whole session policy: timeouts, timeout resolution,
 // rotation, freeze and empty sessions. decide is a pure function, so every
@@ -8,18 +13,20 @@ import "time"
 // (policy_test.go). Backends execute the Action it returns; the middleware
 // only decides when to call it.
 
-// timeouts are the resolved durations of a Config. A value <= 0 disables
-// that rule.
-type timeouts struct {
+// policy is the resolved session policy of a Config. A duration <= 0
+// disables that rule.
+type policy struct {
 	idle, absolute, resolution time.Duration
+	principalKey               string // "" when sessions have no principal
+	rotateWhen                 func(old, new map[string]json.RawMessage) bool
 }
 
 // change is what a request did to its session, as seen when it is saved.
 type change struct {
 	patch  Patch
-	empty  bool // the session holds no keys after this request's changes
-	rotate bool // RotateKey was called
-	freeze bool // FreezeSession was called
+	data   map[string]json.RawMessage // the data as the request leaves it
+	rotate bool                       // RotateKey was called
+	freeze bool                       // FreezeSession was called
 }
 
 // cookieOp says what the response does with the session cookie.
@@ -39,14 +46,14 @@ type decision struct {
 }
 
 // expired reports whether rec is past its idle or absolute timeout at now.
-func (t timeouts) expired(rec *Record, now time.Time) bool {
+func (t policy) expired(rec *Record, now time.Time) bool {
 	return (t.idle > 0 && now.Sub(rec.Accessed) >= t.idle) ||
 		(t.absolute > 0 && now.Sub(rec.Created) >= t.absolute)
 }
 
 // expiry returns when a session created at created and accessed at accessed
 // expires, or the zero time if no timeout applies.
-func (t timeouts) expiry(created, accessed time.Time) time.Time {
+func (t policy) expiry(created, accessed time.Time) time.Time {
 	var at time.Time
 	if t.idle > 0 {
 		at = accessed.Add(t.idle)
@@ -63,7 +70,7 @@ func (t timeouts) expiry(created, accessed time.Time) time.Time {
 // the request had no valid session) and made the change c, at time now.
 // The New ID of an insert or rotation is left zero; the caller fills it with a
 // fresh random key, so decide stays pure.
-func (t timeouts) decide(loaded *Record, c change, now time.Time) decision {
+func (t policy) decide(loaded *Record, c change, now time.Time) decision {
 	if c.freeze {
 		return decision{}
 	}
@@ -71,52 +78,84 @@ func (t timeouts) decide(loaded *Record, c change, now time.Time) decision {
 		// An expired session is treated as absent; its row is removed on sight
 		// so that no later change of configuration can revive it.
 		dead := loaded.ID
-		if c.empty {
+		if len(c.data) == 0 {
 			return decision{action: Action{Op: OpDelete, Old: dead}, cookie: cookieExpire}
 		}
-		return t.create(dead, c.patch, now)
+		return t.create(dead, c, now)
 	}
 	if loaded == nil {
-		if c.empty {
+		if len(c.data) == 0 {
 			return decision{}
 		}
-		return t.create(ID{}, c.patch, now)
+		return t.create(ID{}, c, now)
 	}
 	old := loaded.ID
 	switch {
-	case c.empty:
+	case len(c.data) == 0:
 		return decision{action: Action{Op: OpDelete, Old: old}, cookie: cookieExpire}
-	case c.rotate:
-		return decision{
-			action:  Action{Op: OpRotate, Old: old, Patch: c.patch, Created: now, Accessed: now},
-			cookie:  cookieSet,
-			expires: t.expiry(now, now),
-		}
+	case c.rotate || t.rotationTriggered(loaded.Data, c.data):
+		a := Action{Op: OpRotate, Old: old, Patch: c.patch, Created: now, Accessed: now}
+		t.setPrincipal(&a, c, false)
+		return decision{action: a, cookie: cookieSet, expires: t.expiry(now, now)}
 	case c.patch.IsEmpty() && !t.touchDue(loaded, now):
 		return decision{}
 	}
-	return decision{
-		action:  Action{Op: OpUpdate, Old: old, Patch: c.patch, Accessed: now},
-		cookie:  cookieSet,
-		expires: t.expiry(loaded.Created, now),
+	a := Action{Op: OpUpdate, Old: old, Patch: c.patch, Accessed: now}
+	t.setPrincipal(&a, c, false)
+	return decision{action: a, cookie: cookieSet, expires: t.expiry(loaded.Created, now)}
+}
+
+// create stores a brand-new session holding the request's data, replacing
+// the dead row (if any).
+func (t policy) create(dead ID, c change, now time.Time) decision {
+	a := Action{Op: OpInsert, Old: dead, Patch: Patch{Replace: true, Set: c.data}, Created: now, Accessed: now}
+	t.setPrincipal(&a, c, true)
+	return decision{action: a, cookie: cookieSet, expires: t.expiry(now, now)}
+}
+
+// setPrincipal fills the principal column's new value when the request set
+// it (always for a new row).
+func (t policy) setPrincipal(a *Action, c change, always bool) {
+	if t.principalKey == "" {
+		return
+	}
+	if always || c.patch.touches(t.principalKey) {
+		a.SetPrincipal = true
+		a.Principal = principalText(c.data[t.principalKey])
 	}
 }
 
-// create stores a brand-new session holding patch.Set, replacing the dead row
-// (if any).
-func (t timeouts) create(dead ID, patch Patch, now time.Time) decision {
-	patch.Replace = true
-	patch.Delete = nil
-	return decision{
-		action:  Action{Op: OpInsert, Old: dead, Patch: patch, Created: now, Accessed: now},
-		cookie:  cookieSet,
-		expires: t.expiry(now, now),
+// rotationTriggered reports whether the data's change calls for a new key by
+// itself: the principal changed (a login without RotateKey stays safe from
+// fixation), or Config.RotateWhen says so.
+func (t policy) rotationTriggered(old, new map[string]json.RawMessage) bool {
+	if t.principalKey != "" && principalText(old[t.principalKey]) != principalText(new[t.principalKey]) {
+		return true
 	}
+	return t.rotateWhen != nil && t.rotateWhen(old, new)
+}
+
+// principalText is the principal column's form of a JSON value: a string
+// unquoted, null or absent as "", anything else as compact JSON (so the
+// number 42 and the string "42" are the same principal).
+func principalText(v json.RawMessage) string {
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return s
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, v) != nil || b.String() == "null" {
+		return ""
+	}
+	if f, err := strconv.ParseFloat(b.String(), 64); err == nil && f == float64(int64(f)) {
+		return strconv.FormatInt(int64(f), 10) // 42.0 and 42 alike
+	}
+	return b.String()
 }
 
 // touchDue reports whether an unchanged session's stored access time must be
 // moved forward: only when idle expiry is on and the stored time is at least
 // the timeout resolution old.
-func (t timeouts) touchDue(rec *Record, now time.Time) bool {
+func (t policy) touchDue(rec *Record, now time.Time) bool {
 	return t.idle > 0 && (t.resolution <= 0 || now.Sub(rec.Accessed) >= t.resolution)
 }

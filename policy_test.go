@@ -11,7 +11,7 @@ import (
 // request's change, now, timeouts) → (action, cookie). No database.
 func TestDecide(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	def := timeouts{idle: 8 * time.Hour, absolute: 30 * 24 * time.Hour, resolution: 10 * time.Minute}
+	def := policy{idle: 8 * time.Hour, absolute: 30 * 24 * time.Hour, resolution: 10 * time.Minute}
 	id := ID{1}
 	rec := func(created, accessed time.Duration) *Record {
 		return &Record{ID: id, Data: map[string]json.RawMessage{"a": json.RawMessage(`1`)},
@@ -20,12 +20,25 @@ func TestDecide(t *testing.T) {
 	set := Patch{Set: map[string]json.RawMessage{"b": json.RawMessage(`2`)}}
 	del := Patch{Delete: []string{"a"}}
 	full := Patch{Replace: true, Set: map[string]json.RawMessage{"b": json.RawMessage(`2`)}}
+	justB := full.Set                                                                         // data of a new session
+	aAndB := map[string]json.RawMessage{"a": json.RawMessage(`1`), "b": json.RawMessage(`2`)} // loaded + set
+	justA := map[string]json.RawMessage{"a": json.RawMessage(`1`)}                            // loaded, unchanged
+	user := func(v string) map[string]json.RawMessage {
+		return map[string]json.RawMessage{"a": json.RawMessage(`1`), "user_id": json.RawMessage(v)}
+	}
+	withUser := func(v string) *Record {
+		r := rec(time.Hour, time.Minute)
+		r.Data = user(v)
+		return r
+	}
+	setUser := func(v string) Patch { return Patch{Set: map[string]json.RawMessage{"user_id": json.RawMessage(v)}} }
+	principal := policy{idle: def.idle, absolute: def.absolute, resolution: def.resolution, principalKey: "user_id"}
 	createdNow := Action{Op: OpInsert, Patch: full, Created: t0, Accessed: t0}
 	newExpiry := t0.Add(8 * time.Hour)
 
 	tests := []struct {
 		name    string
-		t       timeouts
+		t       policy
 		loaded  *Record
 		c       change
 		want    Action
@@ -33,64 +46,95 @@ func TestDecide(t *testing.T) {
 		expires time.Time
 	}{
 		// No session loaded.
-		{name: "anonymous untouched: nothing", t: def, c: change{empty: true}},
-		{name: "anonymous rotate with nothing stored: nothing", t: def, c: change{empty: true, rotate: true}},
-		{name: "anonymous sets data: insert, new cookie", t: def, c: change{patch: set},
+		{name: "anonymous untouched: nothing", t: def, c: change{}},
+		{name: "anonymous rotate with nothing stored: nothing", t: def, c: change{rotate: true}},
+		{name: "anonymous sets data: insert, new cookie", t: def, c: change{patch: set, data: justB},
 			want: createdNow, cookie: cookieSet, expires: newExpiry},
-		{name: "anonymous sets and rotates: one insert", t: def, c: change{patch: set, rotate: true},
+		{name: "anonymous sets and rotates: one insert", t: def, c: change{patch: set, data: justB, rotate: true},
 			want: createdNow, cookie: cookieSet, expires: newExpiry},
-		{name: "freeze wins over a new session", t: def, c: change{patch: set, freeze: true}},
+		{name: "freeze wins over a new session", t: def, c: change{patch: set, data: justB, freeze: true}},
 
 		// Live session.
 		{name: "unchanged within resolution: no write, no cookie", t: def, loaded: rec(time.Hour, 9*time.Minute),
-			c: change{}},
+			c: change{data: justA}},
 		{name: "unchanged at resolution: touch", t: def, loaded: rec(time.Hour, 10*time.Minute),
-			c:      change{},
+			c:      change{data: justA},
 			want:   Action{Op: OpUpdate, Old: id, Accessed: t0},
 			cookie: cookieSet, expires: newExpiry},
-		{name: "resolution disabled: every request touches", t: timeouts{idle: time.Hour, resolution: -1},
-			loaded: rec(time.Hour, time.Second), c: change{},
+		{name: "resolution disabled: every request touches", t: policy{idle: time.Hour, resolution: -1},
+			loaded: rec(time.Hour, time.Second), c: change{data: justA},
 			want: Action{Op: OpUpdate, Old: id, Accessed: t0}, cookie: cookieSet, expires: t0.Add(time.Hour)},
-		{name: "idle disabled: unchanged never touches", t: timeouts{absolute: time.Hour * 24, resolution: time.Minute},
-			loaded: rec(time.Hour, 5*time.Hour), c: change{}},
-		{name: "changed within resolution: update", t: def, loaded: rec(time.Hour, time.Minute), c: change{patch: set},
+		{name: "idle disabled: unchanged never touches", t: policy{absolute: time.Hour * 24, resolution: time.Minute},
+			loaded: rec(time.Hour, 5*time.Hour), c: change{data: justA}},
+		{name: "changed within resolution: update", t: def, loaded: rec(time.Hour, time.Minute), c: change{patch: set, data: aAndB},
 			want:   Action{Op: OpUpdate, Old: id, Patch: set, Accessed: t0},
 			cookie: cookieSet, expires: newExpiry},
 		{name: "cookie expiry capped by absolute timeout", t: def, loaded: rec(30*24*time.Hour-time.Hour, time.Minute),
-			c:      change{patch: set},
+			c:      change{patch: set, data: aAndB},
 			want:   Action{Op: OpUpdate, Old: id, Patch: set, Accessed: t0},
 			cookie: cookieSet, expires: t0.Add(time.Hour)},
-		{name: "no timeouts: session cookie", t: timeouts{resolution: -1}, loaded: rec(time.Hour, time.Minute),
-			c:    change{patch: set},
+		{name: "no timeouts: session cookie", t: policy{resolution: -1}, loaded: rec(time.Hour, time.Minute),
+			c:    change{patch: set, data: aAndB},
 			want: Action{Op: OpUpdate, Old: id, Patch: set, Accessed: t0}, cookie: cookieSet},
 		{name: "deleted last key: delete row, expire cookie", t: def, loaded: rec(time.Hour, time.Minute),
-			c: change{patch: del, empty: true}, want: Action{Op: OpDelete, Old: id}, cookie: cookieExpire},
+			c: change{patch: del}, want: Action{Op: OpDelete, Old: id}, cookie: cookieExpire},
 		{name: "cleared and rotated (logout): delete", t: def, loaded: rec(time.Hour, time.Minute),
-			c: change{patch: Patch{Replace: true}, empty: true, rotate: true}, want: Action{Op: OpDelete, Old: id}, cookie: cookieExpire},
+			c: change{patch: Patch{Replace: true}, rotate: true}, want: Action{Op: OpDelete, Old: id}, cookie: cookieExpire},
 		{name: "rotate (login): data moves, creation restarts", t: def, loaded: rec(20*24*time.Hour, time.Minute),
-			c:      change{patch: set, rotate: true},
+			c:      change{patch: set, data: aAndB, rotate: true},
 			want:   Action{Op: OpRotate, Old: id, Patch: set, Created: t0, Accessed: t0},
 			cookie: cookieSet, expires: newExpiry},
 		{name: "rotate unchanged within resolution still rotates", t: def, loaded: rec(time.Hour, time.Second),
-			c:      change{rotate: true},
+			c:      change{data: justA, rotate: true},
 			want:   Action{Op: OpRotate, Old: id, Created: t0, Accessed: t0},
 			cookie: cookieSet, expires: newExpiry},
 		{name: "freeze wins over rotate and clear", t: def, loaded: rec(time.Hour, time.Hour),
-			c: change{patch: Patch{Replace: true}, empty: true, rotate: true, freeze: true}},
+			c: change{patch: Patch{Replace: true}, rotate: true, freeze: true}},
 
 		// Expired session: treated as absent, its row removed.
 		{name: "idle-expired untouched: delete dead row, expire cookie", t: def, loaded: rec(9*time.Hour, 8*time.Hour),
-			c: change{empty: true}, want: Action{Op: OpDelete, Old: id}, cookie: cookieExpire},
+			c: change{}, want: Action{Op: OpDelete, Old: id}, cookie: cookieExpire},
 		{name: "absolute-expired untouched: delete dead row", t: def, loaded: rec(30*24*time.Hour, time.Minute),
-			c: change{empty: true}, want: Action{Op: OpDelete, Old: id}, cookie: cookieExpire},
+			c: change{}, want: Action{Op: OpDelete, Old: id}, cookie: cookieExpire},
 		{name: "expired then set: fresh key replaces dead row", t: def, loaded: rec(9*time.Hour, 8*time.Hour),
-			c:    change{patch: Patch{Set: full.Set, Delete: []string{"x"}}, rotate: true},
+			c:    change{patch: Patch{Set: full.Set, Delete: []string{"x"}}, data: justB, rotate: true},
 			want: Action{Op: OpInsert, Old: id, Patch: full, Created: t0, Accessed: t0}, cookie: cookieSet, expires: newExpiry},
 		{name: "just before idle expiry: live", t: def, loaded: rec(9*time.Hour, 8*time.Hour-time.Microsecond),
-			c: change{}, want: Action{Op: OpUpdate, Old: id, Accessed: t0}, cookie: cookieSet, expires: newExpiry},
-		{name: "expiry disabled: old session live", t: timeouts{idle: -1, absolute: -1, resolution: -1},
-			loaded: rec(400*24*time.Hour, 300*24*time.Hour), c: change{}},
-		{name: "freeze on expired: nothing", t: def, loaded: rec(9*time.Hour, 8*time.Hour), c: change{empty: true, freeze: true}},
+			c: change{data: justA}, want: Action{Op: OpUpdate, Old: id, Accessed: t0}, cookie: cookieSet, expires: newExpiry},
+		{name: "expiry disabled: old session live", t: policy{idle: -1, absolute: -1, resolution: -1},
+			loaded: rec(400*24*time.Hour, 300*24*time.Hour), c: change{data: justA}},
+
+		// Principal and rotation triggers.
+		{name: "principal set on a new session", t: principal, c: change{patch: setUser(`42`), data: map[string]json.RawMessage{"user_id": json.RawMessage(`42`)}},
+			want: Action{Op: OpInsert, Patch: Patch{Replace: true, Set: map[string]json.RawMessage{"user_id": json.RawMessage(`42`)}},
+				Created: t0, Accessed: t0, SetPrincipal: true, Principal: "42"},
+			cookie: cookieSet, expires: newExpiry},
+		{name: "login without RotateKey rotates (principal appears)", t: principal, loaded: rec(time.Hour, time.Minute),
+			c:      change{patch: setUser(`"ada"`), data: user(`"ada"`)},
+			want:   Action{Op: OpRotate, Old: id, Patch: setUser(`"ada"`), Created: t0, Accessed: t0, SetPrincipal: true, Principal: "ada"},
+			cookie: cookieSet, expires: newExpiry},
+		{name: "principal changes: rotate", t: principal, loaded: withUser(`"ada"`),
+			c:      change{patch: setUser(`"bob"`), data: user(`"bob"`)},
+			want:   Action{Op: OpRotate, Old: id, Patch: setUser(`"bob"`), Created: t0, Accessed: t0, SetPrincipal: true, Principal: "bob"},
+			cookie: cookieSet, expires: newExpiry},
+		{name: "principal re-set to an equal value (42.0 = 42): update, no rotation", t: principal, loaded: withUser(`42`),
+			c:      change{patch: setUser(`42.0`), data: user(`42.0`)},
+			want:   Action{Op: OpUpdate, Old: id, Patch: setUser(`42.0`), Accessed: t0, SetPrincipal: true, Principal: "42"},
+			cookie: cookieSet, expires: newExpiry},
+		{name: "other keys change: principal untouched", t: principal, loaded: withUser(`"ada"`),
+			c:    change{patch: set, data: map[string]json.RawMessage{"a": json.RawMessage(`1`), "b": json.RawMessage(`2`), "user_id": json.RawMessage(`"ada"`)}},
+			want: Action{Op: OpUpdate, Old: id, Patch: set, Accessed: t0}, cookie: cookieSet, expires: newExpiry},
+		{name: "principal key deleted (logout without RotateKey): rotate and clear principal", t: principal, loaded: withUser(`"ada"`),
+			c:      change{patch: Patch{Delete: []string{"user_id"}}, data: justA},
+			want:   Action{Op: OpRotate, Old: id, Patch: Patch{Delete: []string{"user_id"}}, Created: t0, Accessed: t0, SetPrincipal: true},
+			cookie: cookieSet, expires: newExpiry},
+		{name: "RotateWhen says yes", t: policy{idle: def.idle, resolution: def.resolution, rotateWhen: func(old, new map[string]json.RawMessage) bool {
+			return string(old["a"]) != string(new["a"])
+		}}, loaded: rec(time.Hour, time.Minute),
+			c:      change{patch: Patch{Set: map[string]json.RawMessage{"a": json.RawMessage(`2`)}}, data: map[string]json.RawMessage{"a": json.RawMessage(`2`)}},
+			want:   Action{Op: OpRotate, Old: id, Patch: Patch{Set: map[string]json.RawMessage{"a": json.RawMessage(`2`)}}, Created: t0, Accessed: t0},
+			cookie: cookieSet, expires: newExpiry},
+		{name: "freeze on expired: nothing", t: def, loaded: rec(9*time.Hour, 8*time.Hour), c: change{freeze: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -109,15 +109,18 @@ const (
 	sqlLoad = `SELECT data, created_at, accessed_at FROM {t} WHERE key_hash = $1`
 	// $1 is an expired row to drop, or NULL.
 	sqlInsert = `WITH dead AS (DELETE FROM {t} WHERE key_hash = $1)
-		INSERT INTO {t} (key_hash, data, created_at, accessed_at) VALUES ($2, $3::jsonb, $4, $5)`
+		INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal) VALUES ($2, $3::jsonb, $4, $5, $6)`
 	sqlTouch  = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2) WHERE key_hash = $1`
 	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - COALESCE($4::text[], '{}') END,
-		accessed_at = GREATEST(accessed_at, $5) WHERE key_hash = $1`
-	sqlRotate = `WITH old AS (DELETE FROM {t} WHERE key_hash = $1 RETURNING data)
-		INSERT INTO {t} (key_hash, data, created_at, accessed_at)
-		SELECT $2, CASE WHEN $3 THEN $4::jsonb ELSE (old.data || $4::jsonb) - COALESCE($5::text[], '{}') END, $6, $7 FROM old`
-	sqlDelete        = `DELETE FROM {t} WHERE key_hash = $1`
-	sqlDeleteExpired = `DELETE FROM {t} WHERE key_hash IN (
+		accessed_at = GREATEST(accessed_at, $5), principal = CASE WHEN $6 THEN $7 ELSE principal END WHERE key_hash = $1`
+	sqlRotate = `WITH old AS (DELETE FROM {t} WHERE key_hash = $1 RETURNING data, principal)
+		INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal)
+		SELECT $2, CASE WHEN $3 THEN $4::jsonb ELSE (old.data || $4::jsonb) - COALESCE($5::text[], '{}') END, $6, $7,
+			CASE WHEN $8 THEN $9 ELSE old.principal END FROM old`
+	sqlDelete            = `DELETE FROM {t} WHERE key_hash = $1`
+	sqlDeleteByPrincipal = `DELETE FROM {t} WHERE principal = $1`
+	sqlListByPrincipal   = `SELECT key_hash, created_at, accessed_at FROM {t} WHERE principal = $1 ORDER BY accessed_at DESC`
+	sqlDeleteExpired     = `DELETE FROM {t} WHERE key_hash IN (
 		SELECT key_hash FROM {t} WHERE accessed_at < $1 OR created_at < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)`
 )
 
@@ -211,15 +214,17 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 		if a.Old != (ID{}) {
 			dead = a.Old[:]
 		}
-		n, err = b.exec(ctx, sqlInsert, dead, a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed)
+		n, err = b.exec(ctx, sqlInsert, dead, a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal))
 	case OpUpdate:
 		if a.Patch.IsEmpty() {
 			n, err = b.exec(ctx, sqlTouch, a.Old[:], a.Accessed)
 		} else {
-			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete), a.Accessed)
+			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete), a.Accessed,
+				a.SetPrincipal, nullString(a.Principal))
 		}
 	case OpRotate:
-		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete), a.Created, a.Accessed)
+		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete),
+			a.Created, a.Accessed, a.SetPrincipal, nullString(a.Principal))
 	case OpDelete:
 		_, err = b.exec(ctx, sqlDelete, a.Old[:])
 		n = 1
@@ -240,6 +245,45 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 func (b *PostgresBackend) DeleteExpired(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
 	n, err := b.exec(ctx, sqlDeleteExpired, nullTime(idleBefore), nullTime(createdBefore), limit)
 	return int(n), err
+}
+
+// DeleteByPrincipal implements PrincipalBackend.
+func (b *PostgresBackend) DeleteByPrincipal(ctx context.Context, principal string) (int, error) {
+	n, err := b.exec(ctx, sqlDeleteByPrincipal, principal)
+	return int(n), err
+}
+
+// ListByPrincipal implements PrincipalBackend.
+func (b *PostgresBackend) ListByPrincipal(ctx context.Context, principal string) ([]Record, error) {
+	ctx, cancel := b.withTimeout(ctx)
+	defer cancel()
+	st, err := b.stmt(ctx, sqlListByPrincipal)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, principal)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		var r Record
+		var id []byte
+		if err := rows.Scan(&id, &r.Created, &r.Accessed); err != nil {
+			return nil, err
+		}
+		copy(r.ID[:], id)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 func nullTime(t time.Time) any {
@@ -292,10 +336,11 @@ func (b *PostgresBackend) quoteSchemaName(name string) string {
 
 // wantColumns is the shape Migrate requires of an existing table.
 var wantColumns = map[string]string{
-	"key_hash":    "bytea",
-	"data":        "jsonb",
-	"created_at":  "timestamp with time zone",
-	"accessed_at": "timestamp with time zone",
+	"key_hash":    "bytea NOT NULL",
+	"data":        "jsonb NOT NULL",
+	"created_at":  "timestamp with time zone NOT NULL",
+	"accessed_at": "timestamp with time zone NOT NULL",
+	"principal":   "text",
 }
 
 // Migrate creates the table and its indexes if they are missing, and checks
@@ -350,8 +395,9 @@ func (b *PostgresBackend) checkTable(ctx context.Context, tx *sqlx.Tx) error {
 			return fmt.Errorf("pgsession: migrate: inspect %s: %w", b.table, err)
 		}
 		if notNull {
-			have[name] = typ
+			typ += " NOT NULL"
 		}
+		have[name] = typ
 		found = append(found, name+" "+typ)
 	}
 	if err := rows.Err(); err != nil {
@@ -362,7 +408,7 @@ func (b *PostgresBackend) checkTable(ctx context.Context, tx *sqlx.Tx) error {
 	}
 	for name, typ := range wantColumns {
 		if have[name] != typ {
-			return fmt.Errorf("%w: %s has columns (%s), want key_hash bytea, data jsonb, created_at and accessed_at timestamptz, all NOT NULL; "+
+			return fmt.Errorf("%w: %s has columns (%s), want key_hash bytea, data jsonb, created_at and accessed_at timestamptz, all NOT NULL, and principal text; "+
 				"if it belongs to another library (alexedwards/scs uses \"sessions\"), choose another name with WithTable",
 				ErrSchemaMismatch, b.table, strings.Join(found, ", "))
 		}

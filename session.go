@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"sync"
 	"time"
@@ -41,11 +42,14 @@ type Session struct {
 	m   *Manager
 	now time.Time // the request's clock reading, used for load and save
 
-	key    []byte  // the session key the request carried, if its row exists
 	loaded *Record // the row loaded (possibly expired), or nil
+	bearer bool    // the key came in an Authorization header, not a cookie
 
 	mu      sync.Mutex
-	data    map[string]json.RawMessage // current view
+	key     []byte                     // the key of the stored row, nil if none
+	newKey  []byte                     // the key a new or rotated row will get, once chosen
+	data    map[string]json.RawMessage // current view; shared with loaded.Data until owned
+	owned   bool                       // data is a private copy
 	size    int                        // approximate JSON size of data
 	dirty   map[string]struct{}        // keys changed by this request
 	cleared bool
@@ -111,9 +115,7 @@ func (s *Session) Set(key string, value any) error {
 	if size > s.m.cfg.MaxDataSize {
 		return fmt.Errorf("%w: Set %q would make it %d bytes, limit %d", ErrTooLarge, key, size, s.m.cfg.MaxDataSize)
 	}
-	if s.data == nil {
-		s.data = make(map[string]json.RawMessage)
-	}
+	s.own()
 	s.data[key] = raw
 	s.size = size
 	s.markDirty(key)
@@ -130,6 +132,7 @@ func (s *Session) Delete(key string) error {
 	}
 	if old, ok := s.data[key]; ok {
 		s.size -= entrySize(key, old)
+		s.own()
 		delete(s.data, key)
 		s.markDirty(key)
 	}
@@ -146,8 +149,20 @@ func (s *Session) Clear() error {
 		return err
 	}
 	s.cleared = true
-	s.data, s.dirty, s.size = nil, nil, 0
+	s.data, s.dirty, s.size, s.owned = nil, nil, 0, false
 	return nil
+}
+
+// own gives the session a private, writable copy of its data, leaving the
+// loaded record intact for the policy's comparisons. s.mu must be held.
+func (s *Session) own() {
+	if !s.owned {
+		s.data = maps.Clone(s.data)
+		if s.data == nil {
+			s.data = make(map[string]json.RawMessage)
+		}
+		s.owned = true
+	}
 }
 
 // Len returns the number of keys in the session.
@@ -184,7 +199,7 @@ func (s *Session) seal() (change, bool) {
 		return change{}, false
 	}
 	s.saved = true
-	c := change{empty: len(s.data) == 0, rotate: s.rotate, freeze: s.freeze}
+	c := change{data: s.data, rotate: s.rotate, freeze: s.freeze}
 	c.patch.Replace = s.cleared
 	if s.cleared {
 		c.patch.Set = s.data

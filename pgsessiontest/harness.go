@@ -46,6 +46,22 @@ func (b *countingBackend) Apply(ctx context.Context, a pgsession.Action) error {
 	return b.Backend.Apply(ctx, a)
 }
 
+// DeleteByPrincipal forwards to the wrapped backend, if it has principals.
+func (b *countingBackend) DeleteByPrincipal(ctx context.Context, p string) (int, error) {
+	if pb, ok := b.Backend.(pgsession.PrincipalBackend); ok {
+		return pb.DeleteByPrincipal(ctx, p)
+	}
+	return 0, pgsession.ErrNoPrincipal
+}
+
+// ListByPrincipal forwards to the wrapped backend, if it has principals.
+func (b *countingBackend) ListByPrincipal(ctx context.Context, p string) ([]pgsession.Record, error) {
+	if pb, ok := b.Backend.(pgsession.PrincipalBackend); ok {
+		return pb.ListByPrincipal(ctx, p)
+	}
+	return nil, pgsession.ErrNoPrincipal
+}
+
 // harness serves a scriptable handler through a Manager over real HTTP.
 type harness struct {
 	*Env
@@ -92,8 +108,9 @@ func (h *harness) gate(name string) *gate {
 
 // scriptResult is what the script handler reports in its body.
 type scriptResult struct {
-	Get  map[string]json.RawMessage `json:"get"`
-	Errs []string                   `json:"errs"`
+	Get   map[string]json.RawMessage `json:"get"`
+	Errs  []string                   `json:"errs"`
+	Token string                     `json:"token"`
 }
 
 // script runs the ops in the query string in order:
@@ -102,6 +119,7 @@ type scriptResult struct {
 //	write (start the body)  flush (via ResponseController)  readfrom
 //	setfunc:K (an unencodable value)  status:N  nobody (write no body)
 //	deadline (SetWriteDeadline via ResponseController)  hijack (answer raw, stop)
+//	token (report pgsession.Token)
 func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 	s := pgsession.FromContext(r.Context())
 	res := scriptResult{Get: map[string]json.RawMessage{}}
@@ -152,6 +170,10 @@ func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(code)
 		case "nobody":
 			body = false
+		case "token":
+			tok, err := pgsession.Token(r.Context())
+			note(err)
+			res.Token = tok
 		case "deadline":
 			// Reaches the server's writer through Unwrap.
 			note(http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Minute)))
@@ -218,14 +240,28 @@ func (c *client) cookieHeader() string {
 // request sends ops with the raw Cookie header cookie ("" for none).
 func (h *harness) request(cookie string, ops ...string) response {
 	h.t.Helper()
+	hdr := http.Header{}
+	if cookie != "" {
+		hdr.Set("Cookie", cookie)
+	}
+	return h.send(hdr, ops...)
+}
+
+// bearer sends ops with "Authorization: Bearer token".
+func (h *harness) bearer(token string, ops ...string) response {
+	h.t.Helper()
+	return h.send(http.Header{"Authorization": {"Bearer " + token}}, ops...)
+}
+
+// send sends ops with the request headers hdr.
+func (h *harness) send(hdr http.Header, ops ...string) response {
+	h.t.Helper()
 	q := url.Values{"op": ops}
 	req, err := http.NewRequest(http.MethodPost, h.srv.URL+"/?"+q.Encode(), nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if cookie != "" {
-		req.Header.Set("Cookie", cookie)
-	}
+	req.Header = hdr
 	resp, err := h.srv.Client().Do(req)
 	if err != nil {
 		h.t.Fatalf("request %v: %v", ops, err)

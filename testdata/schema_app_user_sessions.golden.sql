@@ -14,9 +14,14 @@ CREATE TABLE IF NOT EXISTS "app"."user_sessions" (
     -- When the session (or its current key) was created: absolute timeout.
     created_at  timestamptz NOT NULL,
     -- The last access written: idle timeout. Lags by up to TimeoutResolution.
-    accessed_at timestamptz NOT NULL
+    accessed_at timestamptz NOT NULL,
+    -- Who is logged in (the value under Config.PrincipalKey), or NULL.
+    principal   text
 );
 
 -- Both indexes serve DeleteExpired, which removes rows past either timeout.
 CREATE INDEX IF NOT EXISTS "user_sessions_accessed_at_idx" ON "app"."user_sessions" (accessed_at);
 CREATE INDEX IF NOT EXISTS "user_sessions_created_at_idx" ON "app"."user_sessions" (created_at);
+
+-- Serves DeleteByPrincipal and ListByPrincipal ("log out everywhere").
+CREATE INDEX IF NOT EXISTS "user_sessions_principal_idx" ON "app"."user_sessions" (principal) WHERE principal IS NOT NULL;

@@ -1,0 +1,63 @@
+package pgsession
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrEmptySession is returned by Token when the session holds no data, so
+// nothing is stored and no token would be valid.
+var ErrEmptySession = errors.New("pgsession: session is empty, so it has no token")
+
+// Token returns the signed session token of the request whose context is
+// ctx, as the session will be stored after this request, for clients that
+// send it back as "Authorization: Bearer <token>" (see Config.BearerTokens):
+// typically written into a login response's body. Call it after the
+// request's Set and RotateKey calls: for a new or rotating session it picks
+// the new key now, and the save uses that key. The token is as secret as the
+// session itself.
+//
+// Token returns ErrNoSession outside Manager.Middleware and ErrEmptySession
+// when the session holds no data.
+func Token(ctx context.Context) (string, error) {
+	s := FromContext(ctx)
+	if s == nil {
+		return "", ErrNoSession
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.data) == 0 {
+		return "", ErrEmptySession
+	}
+	key := s.key
+	if !s.saved && !s.freeze && (key == nil || s.rotate || s.m.p.rotationTriggered(s.loaded.Data, s.data)) {
+		key = s.chooseNewKeyLocked()
+	}
+	if key == nil {
+		return "", ErrEmptySession // a concurrent logout deleted it
+	}
+	return s.m.signer.encode(key)
+}
+
+// chooseNewKey returns the key a new or rotated row gets, picking it on
+// first use.
+func (s *Session) chooseNewKey() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.chooseNewKeyLocked()
+}
+
+func (s *Session) chooseNewKeyLocked() []byte {
+	if s.newKey == nil {
+		s.newKey = newKey()
+	}
+	return s.newKey
+}
+
+// setKey records the key the session is stored under after the save (nil
+// when it was deleted or lost to a concurrent logout).
+func (s *Session) setKey(key []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.key = key
+}
