@@ -227,6 +227,7 @@ func (w *responseWriter) errDiscarded() error {
 	return fmt.Errorf("pgsession: response discarded after failed session save: %w", w.failed)
 }
 
+// WriteHeader saves the session, then sends the header.
 func (w *responseWriter) WriteHeader(code int) {
 	// Informational responses (103 Early Hints) precede the real header.
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
@@ -238,6 +239,7 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 }
 
+// Write saves the session before the first byte, then writes.
 func (w *responseWriter) Write(b []byte) (int, error) {
 	if !w.commit() {
 		return 0, w.errDiscarded()

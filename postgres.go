@@ -125,19 +125,28 @@ const (
 )
 
 // stmt returns the prepared form of query, preparing it on first use. A
-// failed prepare (database down) is retried on the next call.
+// failed prepare (database down) is retried on the next call. The prepare
+// runs outside the lock, so an outage does not queue every request behind
+// one slow attempt.
 func (b *PostgresBackend) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if st, ok := b.stmts[query]; ok {
+	st, ok := b.stmts[query]
+	b.mu.Unlock()
+	if ok {
 		return st, nil
 	}
 	st, err := b.db.PrepareContext(ctx, strings.ReplaceAll(query, "{t}", b.table))
 	if err != nil {
 		return nil, fmt.Errorf("pgsession: prepare: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if prev, ok := b.stmts[query]; ok { // another request won the race
+		_ = st.Close()
+		return prev, nil
 	}
 	b.stmts[query] = st
 	return st, nil
