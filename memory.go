@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -91,6 +92,13 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 
 // DeleteExpired implements Backend.
 func (b *MemoryBackend) DeleteExpired(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
+	return b.deleteWhere(ctx, limit, func(row memoryRow) bool {
+		return row.accessed.Before(idleBefore) || row.created.Before(createdBefore)
+	})
+}
+
+// deleteWhere removes at most limit rows for which match is true.
+func (b *MemoryBackend) deleteWhere(ctx context.Context, limit int, match func(memoryRow) bool) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -101,7 +109,7 @@ func (b *MemoryBackend) DeleteExpired(ctx context.Context, idleBefore, createdBe
 		if n >= limit {
 			break
 		}
-		if row.accessed.Before(idleBefore) || row.created.Before(createdBefore) {
+		if match(row) {
 			delete(b.rows, id)
 			n++
 		}
@@ -111,19 +119,7 @@ func (b *MemoryBackend) DeleteExpired(ctx context.Context, idleBefore, createdBe
 
 // DeleteByPrincipal implements PrincipalBackend.
 func (b *MemoryBackend) DeleteByPrincipal(ctx context.Context, principal string) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for id, row := range b.rows {
-		if row.principal == principal && principal != "" {
-			delete(b.rows, id)
-			n++
-		}
-	}
-	return n, nil
+	return b.deleteWhere(ctx, math.MaxInt, func(row memoryRow) bool { return principal != "" && row.principal == principal })
 }
 
 // ListByPrincipal implements PrincipalBackend.

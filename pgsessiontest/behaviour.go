@@ -13,10 +13,7 @@ import (
 
 // testBehaviour checks the middleware's documented behaviour over real HTTP.
 func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
-	setup := func(t *testing.T, mod func(*pgsession.Config)) *harness {
-		t.Parallel()
-		return newHarness(t, newBackend(t), mod)
-	}
+	setup := parallelHarness(newBackend)
 
 	// 1. Load.
 	t.Run("no cookie: no query, no cookie, no row", func(t *testing.T) {
@@ -156,15 +153,11 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		c := h.client()
 		c.do("set:user:\"ada\"")
 		stale := c.cookie
-		g := h.gate("racer")
-		done := make(chan response)
-		go func() { done <- h.request(h.cookieName+"="+stale, "wait:racer", "set:cart:[1,2]") }()
-		<-g.arrived // the racer has loaded the session
+		racer := h.hold(c.cookieHeader(), "racer", "set:cart:[1,2]") // has loaded the session
 		if r := c.do("clear", "rotate"); r.setCookie == nil || r.setCookie.MaxAge >= 0 {
 			t.Fatalf("logout: cookie %v, want expired", r.setCookie)
 		}
-		close(g.release)
-		r := <-done
+		r := racer()
 		if r.status != 200 || r.setCookie != nil {
 			t.Errorf("racer: status %d, cookie %v; want 200 and no cookie", r.status, r.setCookie)
 		}
@@ -181,13 +174,9 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		c := h.client()
 		c.do("set:cart:[]")
 		stale := c.cookie
-		g := h.gate("racer")
-		done := make(chan response)
-		go func() { done <- h.request(h.cookieName+"="+stale, "wait:racer", "set:theme:\"dark\"") }()
-		<-g.arrived
+		racer := h.hold(c.cookieHeader(), "racer", "set:theme:\"dark\"")
 		c.do("set:user:\"ada\"", "rotate")
-		close(g.release)
-		if r := <-done; r.status != 200 || r.setCookie != nil {
+		if r := racer(); r.status != 200 || r.setCookie != nil {
 			t.Errorf("racer: status %d, cookie %v", r.status, r.setCookie)
 		}
 		if _, err := h.stored(stale); !errors.Is(err, pgsession.ErrNotFound) {
@@ -265,16 +254,10 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		h := setup(t, nil)
 		c := h.client()
 		c.do("set:base:0")
-		g1, g2 := h.gate("one"), h.gate("two")
-		done := make(chan response, 2)
-		go func() { done <- h.request(c.cookieHeader(), "wait:one", "set:a:1") }()
-		go func() { done <- h.request(c.cookieHeader(), "wait:two", "del:base", "set:b:2") }()
-		<-g1.arrived
-		<-g2.arrived // both loaded {base}
-		close(g1.release)
-		<-done
-		close(g2.release)
-		<-done
+		one := h.hold(c.cookieHeader(), "one", "set:a:1")
+		two := h.hold(c.cookieHeader(), "two", "del:base", "set:b:2") // both loaded {base}
+		one()
+		two()
 		r := c.do("get:a", "get:b", "get:base")
 		if string(r.result.Get["a"]) != "1" || string(r.result.Get["b"]) != "2" || r.result.Get["base"] != nil {
 			t.Errorf("merged = %v, want a=1 b=2 and base deleted", r.result.Get)
@@ -285,16 +268,10 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		h := setup(t, nil)
 		c := h.client()
 		c.do("set:k:0")
-		g1, g2 := h.gate("one"), h.gate("two")
-		done := make(chan response, 2)
-		go func() { done <- h.request(c.cookieHeader(), "wait:one", "set:k:1") }()
-		go func() { done <- h.request(c.cookieHeader(), "wait:two", "set:k:2") }()
-		<-g1.arrived
-		<-g2.arrived
-		close(g1.release)
-		<-done
-		close(g2.release)
-		<-done
+		one := h.hold(c.cookieHeader(), "one", "set:k:1")
+		two := h.hold(c.cookieHeader(), "two", "set:k:2")
+		one()
+		two()
 		if r := c.do("get:k"); string(r.result.Get["k"]) != "2" {
 			t.Errorf("k = %s, want the last writer's 2", r.result.Get["k"])
 		}

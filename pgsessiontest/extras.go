@@ -16,10 +16,7 @@ import (
 // testExtras checks the features beyond the core: bearer tokens, principals
 // ("log out everywhere"), rotation triggers and the indicator cookie.
 func testExtras(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
-	setup := func(t *testing.T, mod func(*pgsession.Config)) *harness {
-		t.Parallel()
-		return newHarness(t, newBackend(t), mod)
-	}
+	setup := parallelHarness(newBackend)
 
 	t.Run("bearer tokens carry the session without cookies", func(t *testing.T) {
 		h := setup(t, func(c *pgsession.Config) { c.BearerTokens = true })

@@ -95,6 +95,15 @@ func newHarness(t *testing.T, b pgsession.Backend, mod func(*pgsession.Config)) 
 	return h
 }
 
+// parallelHarness returns a constructor of harnesses on fresh backends for
+// subtests that run in parallel.
+func parallelHarness(newBackend func(t *testing.T) pgsession.Backend) func(*testing.T, func(*pgsession.Config)) *harness {
+	return func(t *testing.T, mod func(*pgsession.Config)) *harness {
+		t.Parallel()
+		return newHarness(t, newBackend(t), mod)
+	}
+}
+
 func (h *harness) gate(name string) *gate {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -104,6 +113,21 @@ func (h *harness) gate(name string) *gate {
 		h.gates[name] = g
 	}
 	return g
+}
+
+// hold starts a request with cookie header cookie that stops inside the
+// handler, after the session was loaded and before ops run. It returns once
+// the request is held; calling the returned function lets it finish and
+// returns its response.
+func (h *harness) hold(cookie, name string, ops ...string) (finish func() response) {
+	g := h.gate(name)
+	done := make(chan response, 1)
+	go func() { done <- h.request(cookie, append([]string{"wait:" + name}, ops...)...) }()
+	<-g.arrived
+	return func() response {
+		close(g.release)
+		return <-done
+	}
 }
 
 // scriptResult is what the script handler reports in its body.
