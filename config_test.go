@@ -65,6 +65,21 @@ func TestMisuseOutsideMiddleware(t *testing.T) {
 	if s := pgsession.FromContext(ctx); s != nil {
 		t.Errorf("FromContext outside the middleware = %v, want nil", s)
 	}
+	s := pgsession.FromContext(ctx)
+	if _, err := s.Get("a", new(int)); !errors.Is(err, pgsession.ErrNoSession) {
+		t.Errorf("nil Session Get = %v", err)
+	}
+	for _, err := range []error{s.Set("a", 1), s.Delete("a"), s.Clear()} {
+		if !errors.Is(err, pgsession.ErrNoSession) {
+			t.Errorf("nil Session change = %v, want ErrNoSession", err)
+		}
+	}
+	if s.Len() != 0 {
+		t.Error("nil Session Len != 0")
+	}
+	if _, err := pgsession.Token(ctx); !errors.Is(err, pgsession.ErrNoSession) {
+		t.Errorf("Token = %v, want ErrNoSession", err)
+	}
 	if err := pgsession.RotateKey(ctx); !errors.Is(err, pgsession.ErrNoSession) {
 		t.Errorf("RotateKey = %v, want ErrNoSession", err)
 	}

@@ -33,7 +33,9 @@ var (
 
 // Session is one request's view of a session: the data that was loaded plus
 // the changes the handler made. Obtain it with FromContext. Its methods are
-// safe for concurrent use by the goroutines serving one request.
+// safe for concurrent use by the goroutines serving one request. Called on
+// the nil *Session that FromContext returns outside the middleware, they
+// return ErrNoSession instead of panicking.
 //
 // Values are stored as JSON: Set encodes with encoding/json and Get decodes
 // into the given pointer, so a value reads back as JSON would round-trip it
@@ -71,6 +73,9 @@ type sessionKey struct{}
 // It reports false (and leaves dst untouched) when the key is absent, and an
 // error wrapping the JSON error when the stored value does not fit dst.
 func (s *Session) Get(key string, dst any) (bool, error) {
+	if s == nil {
+		return false, ErrNoSession
+	}
 	s.mu.Lock()
 	raw, ok := s.data[key]
 	s.mu.Unlock()
@@ -89,6 +94,9 @@ func (s *Session) Get(key string, dst any) (bool, error) {
 // Config.MaxDataSize, and ErrAlreadySaved once the response has started; in
 // every error case the session is unchanged.
 func (s *Session) Set(key string, value any) error {
+	if s == nil {
+		return ErrNoSession
+	}
 	if !utf8.ValidString(key) {
 		return fmt.Errorf("%w: key %q is not valid UTF-8", ErrInvalidValue, key)
 	}
@@ -125,6 +133,9 @@ func (s *Session) Set(key string, value any) error {
 // Delete removes key. Deleting an absent key is not a change. It returns
 // ErrAlreadySaved once the response has started.
 func (s *Session) Delete(key string) error {
+	if s == nil {
+		return ErrNoSession
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.mutable("Delete"); err != nil {
@@ -143,6 +154,9 @@ func (s *Session) Delete(key string) error {
 // and its cookie expired. It returns ErrAlreadySaved once the response has
 // started.
 func (s *Session) Clear() error {
+	if s == nil {
+		return ErrNoSession
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.mutable("Clear"); err != nil {
@@ -165,8 +179,11 @@ func (s *Session) own() {
 	}
 }
 
-// Len returns the number of keys in the session.
+// Len returns the number of keys in the session (0 for a nil Session).
 func (s *Session) Len() int {
+	if s == nil {
+		return 0
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.data)
