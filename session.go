@@ -14,8 +14,9 @@ import (
 )
 
 var (
-	// ErrNoSession is returned by RotateKey and FreezeSession when the context
-	// does not come from a request inside Manager.Middleware.
+	// ErrNoSession is returned by RotateKey, FreezeSession and Token when the
+	// context does not come from a request inside Manager.Middleware, and by
+	// the methods of the nil *Session that FromContext then returns.
 	ErrNoSession = errors.New("pgsession: no session in context (is the handler wrapped by Manager.Middleware?)")
 	// ErrAlreadySaved is returned by Set, Delete, Clear, RotateKey and
 	// FreezeSession once the response has started and the session has been
