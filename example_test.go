@@ -22,9 +22,9 @@ var exampleKey = []byte("an-example-secret-of-32-bytes!!!")
 // browser returns a client with a cookie jar for srv (a TLS server, so the
 // Secure session cookie is kept and sent back).
 func browser(srv *httptest.Server) *http.Client {
-	c := srv.Client()
+	c := *srv.Client() // a copy: srv.Client returns one shared client
 	c.Jar, _ = cookiejar.New(nil)
-	return c
+	return &c
 }
 
 func get(c *http.Client, url string) string {
