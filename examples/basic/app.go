@@ -44,7 +44,7 @@ func statsVar(m *pgsession.Manager) expvar.Func {
 	return func() any { return m.Stats() }
 }
 
-var page = template.Must(template.New("home").Parse(`<!doctype html>
+var homePage = template.Must(template.New("home").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>pgsession example</title></head>
 <body>
 <h1>pgsession example</h1>
@@ -95,7 +95,7 @@ func (a *app) home(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := page.Execute(w, data); err != nil {
+	if err := homePage.Execute(w, data); err != nil {
 		a.log.Error("render", "err", err)
 	}
 }
