@@ -8,16 +8,18 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
 // Manager loads and saves sessions around HTTP handlers. Create it with New;
 // it is safe for concurrent use and holds no global state.
 type Manager struct {
-	cfg    Config
-	p      policy
-	signer signer
-	stats  counters
+	cfg      Config
+	p        policy
+	signer   signer
+	stats    counters
+	sweeping sync.Mutex // held during a cleanup sweep (RunCleanup)
 }
 
 // New validates cfg, applies defaults and returns a Manager. Every error it

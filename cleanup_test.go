@@ -1,0 +1,147 @@
+package pgsession_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/internal/pgtest"
+	"github.com/pgsession/pgsession/pgsessiontest"
+)
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// seed inserts n sessions per kind into table directly: idle-expired,
+// absolutely expired, and live ones (idle 8h, absolute 30 days, at now).
+func seed(t *testing.T, table string, now time.Time, n int) {
+	t.Helper()
+	db := pgtest.Open(t, "postgres")
+	_, err := db.Exec(`INSERT INTO `+table+` (key_hash, data, created_at, accessed_at)
+		SELECT sha256(convert_to(kind || i, 'UTF8')), '{"a":1}', created, accessed
+		FROM generate_series(1, $2) AS i, (VALUES
+			('idle', $1::timestamptz - interval '9 hours', $1::timestamptz - interval '8 hours 1 minute'),
+			('old',  $1::timestamptz - interval '31 days', $1::timestamptz - interval '1 minute'),
+			('live', $1::timestamptz - interval '1 day',   $1::timestamptz - interval '7 hours')
+		) AS k(kind, created, accessed)`, now, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDeleteExpiredPostgres(t *testing.T) {
+	db := pgtest.Open(t, "postgres")
+	b, table := newPostgres(t, db)
+	env := pgsessiontest.NewEnv(t, pgsession.Config{Backend: b})
+	seed(t, table, env.Clock.Now(), 2500)
+
+	n, err := env.Manager.DeleteExpired(context.Background())
+	if err != nil || n != 5000 {
+		t.Fatalf("DeleteExpired = %d, %v; want 5000", n, err)
+	}
+	if left := pgtest.Count(t, db, "SELECT count(*) FROM "+table); left != 2500 {
+		t.Errorf("%d rows left, want the 2500 live ones", left)
+	}
+	if live := pgtest.Count(t, db, "SELECT count(*) FROM "+table+" WHERE created_at > $1", env.Clock.Now().Add(-2*24*time.Hour)); live != 2500 {
+		t.Errorf("%d live rows left, want 2500", live)
+	}
+	if n, err := env.Manager.DeleteExpired(context.Background()); err != nil || n != 0 {
+		t.Errorf("second DeleteExpired = %d, %v", n, err)
+	}
+	// A cancelled context stops it with an error, not a panic.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := env.Manager.DeleteExpired(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("with a cancelled context: %v", err)
+	}
+}
+
+func TestRunCleanupStopsAndLogs(t *testing.T) {
+	var logs syncBuffer
+	env := pgsessiontest.NewEnv(t, pgsession.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	env.Login(t, map[string]any{"a": 1})
+	env.Clock.Advance(9 * time.Hour) // idle-expired
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- env.Manager.RunCleanup(ctx, 5*time.Millisecond) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for env.Manager.Stats().Deletes == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("RunCleanup returned %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("RunCleanup did not stop with its context")
+	}
+	if st := env.Manager.Stats(); st.Deletes != 1 || !strings.Contains(logs.String(), "removed=1") {
+		t.Errorf("deletes %d, logs %q", st.Deletes, logs.String())
+	}
+	if err := env.Manager.RunCleanup(context.Background(), 0); !errors.Is(err, pgsession.ErrInvalidConfig) {
+		t.Errorf("zero interval: %v", err)
+	}
+}
+
+// Of several instances sharing a table, only one sweeps at a time: the
+// others find the advisory lock taken and skip the round.
+func TestCleanupLockAcrossInstances(t *testing.T) {
+	db := pgtest.Open(t, "postgres")
+	b, table := newPostgres(t, db)
+	other := pgsession.NewPostgresBackend(pgtest.Open(t, "pgx"), pgsession.WithTable(table)) // another "instance"
+	defer other.Close()
+	var logs syncBuffer
+	env := pgsessiontest.NewEnv(t, pgsession.Config{Backend: b,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	seed(t, table, env.Clock.Now(), 10)
+
+	unlock, ok, err := other.TryLockCleanup(context.Background())
+	if err != nil || !ok {
+		t.Fatalf("TryLockCleanup = %v, %v", ok, err)
+	}
+	if _, ok2, err := b.TryLockCleanup(context.Background()); ok2 || err != nil {
+		t.Fatalf("a second holder got the lock: %v, %v", ok2, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_ = env.Manager.RunCleanup(ctx, time.Hour) // one round, then the context ends
+	if n := pgtest.Count(t, db, "SELECT count(*) FROM "+table); n != 30 || !strings.Contains(logs.String(), "skipped") {
+		t.Fatalf("swept while another instance held the lock: %d rows, logs %q", n, logs.String())
+	}
+	unlock()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel2()
+	_ = env.Manager.RunCleanup(ctx2, time.Hour)
+	if n := pgtest.Count(t, db, "SELECT count(*) FROM "+table); n != 10 {
+		t.Errorf("after the lock was released: %d rows, want the 10 live ones", n)
+	}
+	// Unlock released the lock: it can be taken again.
+	unlock, ok, err = b.TryLockCleanup(context.Background())
+	if err != nil || !ok {
+		t.Fatalf("lock not released: %v, %v", ok, err)
+	}
+	unlock()
+}
