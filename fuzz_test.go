@@ -1,0 +1,114 @@
+package pgsession
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// loadCounter counts Load calls on a memory backend.
+type loadCounter struct {
+	*MemoryBackend
+	loads atomic.Int64
+}
+
+func (b *loadCounter) Load(ctx context.Context, id ID) (*Record, error) {
+	b.loads.Add(1)
+	return b.MemoryBackend.Load(ctx, id)
+}
+
+// FuzzCookie feeds arbitrary cookie and Authorization header values through
+// the middleware: never a panic, never a 500, and a value that does not
+// verify never reaches the backend. Seeds: testdata/fuzz/FuzzCookie.
+func FuzzCookie(f *testing.F) {
+	hashKey := []byte(strings.Repeat("k", 32))
+	s := newSigner(DefaultCookieName, [][]byte{hashKey})
+	valid, _ := s.encode(make([]byte, keyLength))
+	f.Add(valid)
+	f.Add("")
+	f.Add(valid[:len(valid)-1])
+	f.Add(strings.Repeat("A", 600))
+	b := &loadCounter{MemoryBackend: NewMemoryBackend()}
+	m, err := New(Config{Backend: b, HashKeys: [][]byte{hashKey}, BearerTokens: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var v any
+		_, _ = FromContext(r.Context()).Get("x", &v)
+		_ = FromContext(r.Context()).Set("seen", true)
+	}))
+	f.Fuzz(func(t *testing.T, value string) {
+		_, verifies := s.decode(value)
+		before := b.loads.Load()
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Header.Set("Cookie", DefaultCookieName+"="+value+"; "+DefaultCookieName+"="+value)
+		req.Header.Set("Authorization", "Bearer "+value)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("cookie %q: status %d", value, rec.Code)
+		}
+		if loads := b.loads.Load() - before; !verifies && loads != 0 {
+			t.Fatalf("cookie %q does not verify but caused %d loads", value, loads)
+		}
+	})
+}
+
+// FuzzSessionData treats arbitrary bytes as a stored session's data: a
+// request reads every key into several types, changes some and is saved
+// through the policy. Nothing may panic, and what is saved must be storable.
+// Seeds: testdata/fuzz/FuzzSessionData.
+func FuzzSessionData(f *testing.F) {
+	f.Add([]byte(`{"user":"ada","n":42,"cart":[1,2,{"x":null}]}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"":"","\u00e9":1e400,"big":123456789012345678901234567890}`))
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m, err := New(Config{Backend: NewMemoryBackend(), HashKeys: [][]byte{make([]byte, 32)}, PrincipalKey: "user",
+		MaxDataSize: 1 << 20, Now: func() time.Time { return t0 }})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, stored []byte) {
+		var data map[string]json.RawMessage
+		if json.Unmarshal(stored, &data) != nil {
+			return // a backend reports such data as an error on load
+		}
+		rec := &Record{ID: ID{1}, Data: data, Created: t0.Add(-time.Hour), Accessed: t0.Add(-time.Hour)}
+		s := &Session{m: m, now: t0, loaded: rec, key: make([]byte, keyLength), data: rec.Data}
+		for k := range data {
+			var (
+				str string
+				num float64
+				obj map[string]any
+				arr []any
+				anyV any
+			)
+			for _, dst := range []any{&str, &num, &obj, &arr, &anyV} {
+				_, _ = s.Get(k, dst)
+			}
+			if err := s.Set(k, anyV); err != nil && len(k)%2 == 0 {
+				_ = s.Delete(k)
+			}
+		}
+		_ = s.Set("fuzz", string(stored))
+		c, ok := s.seal()
+		if !ok {
+			t.Fatal("seal failed")
+		}
+		d := m.p.decide(rec, c, t0)
+		if err := m.cfg.Backend.Apply(context.Background(), Action{Op: OpInsert, New: ID{2}, Patch: Patch{Replace: true, Set: c.data},
+			Created: t0, Accessed: t0}); err != nil {
+			t.Fatalf("saved data not storable: %v", err)
+		}
+		_ = m.cfg.Backend.Apply(context.Background(), Action{Op: OpDelete, Old: ID{2}})
+		if _, err := json.Marshal(d.action.Patch.Set); err != nil {
+			t.Fatalf("patch does not encode: %v", err)
+		}
+	})
+}
