@@ -83,10 +83,10 @@ func FuzzSessionData(f *testing.F) {
 		s := &Session{m: m, now: t0, loaded: rec, key: make([]byte, keyLength), data: rec.Data}
 		for k := range data {
 			var (
-				str string
-				num float64
-				obj map[string]any
-				arr []any
+				str  string
+				num  float64
+				obj  map[string]any
+				arr  []any
 				anyV any
 			)
 			for _, dst := range []any{&str, &num, &obj, &arr, &anyV} {
