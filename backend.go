@@ -68,8 +68,8 @@ const (
 	// removed in the same step, whether or not it still exists.
 	OpInsert
 	// OpUpdate applies Patch to the row Old and moves its access time forward
-	// to Accessed (never backwards). If the row no longer exists it returns
-	// ErrGone and creates nothing.
+	// to Accessed (never backwards; a zero Accessed leaves it as it is). If
+	// the row no longer exists it returns ErrGone and creates nothing.
 	OpUpdate
 	// OpRotate moves the row Old to the new ID New, applying Patch and setting
 	// Created and Accessed. The old row is deleted in the same transaction. If

@@ -100,9 +100,16 @@ func (t policy) decide(loaded *Record, c change, now time.Time) decision {
 	case c.patch.IsEmpty() && !t.touchDue(loaded, now):
 		return decision{}
 	}
-	a := Action{Op: OpUpdate, Old: old, Patch: c.patch, Accessed: now}
+	// A data change within the resolution leaves the access time alone too:
+	// with no indexed column changed, PostgreSQL can update the row in place
+	// (a HOT update) instead of adding to every index.
+	a := Action{Op: OpUpdate, Old: old, Patch: c.patch}
+	accessed := loaded.Accessed
+	if t.touchDue(loaded, now) {
+		a.Accessed, accessed = now, now
+	}
 	t.setPrincipal(&a, c, false)
-	return decision{action: a, cookie: cookieSet, expires: t.expiry(loaded.Created, now)}
+	return decision{action: a, cookie: cookieSet, expires: t.expiry(loaded.Created, accessed)}
 }
 
 // create stores a brand-new session holding the request's data, replacing

@@ -110,6 +110,7 @@ const (
 	// $1 is an expired row to drop, or NULL.
 	sqlInsert = `WITH dead AS (DELETE FROM {t} WHERE key_hash = $1)
 		INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal) VALUES ($2, $3::jsonb, $4, $5, $6)`
+	// GREATEST ignores a NULL $n: the access time then stays as it is.
 	sqlTouch  = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2) WHERE key_hash = $1`
 	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - COALESCE($4::text[], '{}') END,
 		accessed_at = GREATEST(accessed_at, $5), principal = CASE WHEN $6 THEN $7 ELSE principal END WHERE key_hash = $1`
@@ -226,9 +227,9 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 		n, err = b.exec(ctx, sqlInsert, dead, a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal))
 	case OpUpdate:
 		if a.Patch.IsEmpty() {
-			n, err = b.exec(ctx, sqlTouch, a.Old[:], a.Accessed)
+			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed))
 		} else {
-			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete), a.Accessed,
+			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete), nullTime(a.Accessed),
 				a.SetPrincipal, nullString(a.Principal))
 		}
 	case OpRotate:

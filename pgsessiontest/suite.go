@@ -157,6 +157,11 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		if rec := mustLoad(t, b, id); !sameData(rec.Data, raw("only", `true`)) || !rec.Accessed.Equal(t0.Add(2*time.Hour)) {
 			t.Errorf("after replace: %s at %v", rec.Data, rec.Accessed)
 		}
+		// A zero Accessed changes the data and leaves the access time.
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, Patch: pgsession.Patch{Set: raw("z", `1`)}})
+		if rec := mustLoad(t, b, id); rec.Data["z"] == nil || !rec.Accessed.Equal(t0.Add(2*time.Hour)) {
+			t.Errorf("update without access time: %s at %v", rec.Data, rec.Accessed)
+		}
 	})
 
 	t.Run("update or rotate of a missing row is ErrGone and creates nothing", func(t *testing.T) {
