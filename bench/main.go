@@ -48,12 +48,12 @@ type result struct {
 }
 
 type options struct {
-	url                 string
-	duration, warmup    time.Duration
-	sessions, clients   int
-	impls, workloads    []string
-	jsonPath, svgPath   string
-	maxRequestsPerCell  int
+	url                string
+	duration, warmup   time.Duration
+	sessions, clients  int
+	impls, workloads   []string
+	jsonPath, svgPath  string
+	maxRequestsPerCell int
 }
 
 func main() {
