@@ -18,20 +18,10 @@ import (
 // still, so the read path stays within the timeout resolution and writes
 // nothing, as read-mostly traffic does.
 
-func benchBackends(b *testing.B) map[string]func(*testing.B) pgsession.Backend {
-	return map[string]func(*testing.B) pgsession.Backend{
-		"memory": func(*testing.B) pgsession.Backend { return pgsession.NewMemoryBackend() },
-		"postgres": func(b *testing.B) pgsession.Backend {
-			pb, _ := newPostgres(b, pgtest.Open(b, "postgres"))
-			return pb
-		},
-	}
-}
-
 // benchMiddleware serves handler for b.N requests that carry a session
 // holding values (none when values is nil).
 func benchMiddleware(b *testing.B, values map[string]any, handler http.HandlerFunc) {
-	for name, newBackend := range benchBackends(b) {
+	for name, newBackend := range pgtest.Backends() {
 		b.Run(name, func(b *testing.B) {
 			env := pgsessiontest.NewEnv(b, pgsession.Config{Backend: newBackend(b)})
 			h := env.Manager.Middleware(handler)

@@ -52,7 +52,7 @@ func seed(t *testing.T, table string, now time.Time, n int) {
 
 func TestDeleteExpiredPostgres(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
-	b, table := newPostgres(t, db)
+	b, table := pgtest.NewBackend(t, "postgres")
 	env := pgsessiontest.NewEnv(t, pgsession.Config{Backend: b})
 	seed(t, table, env.Clock.Now(), 2500)
 
@@ -110,7 +110,7 @@ func TestRunCleanupStopsAndLogs(t *testing.T) {
 // others find the advisory lock taken and skip the round.
 func TestCleanupLockAcrossInstances(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
-	b, table := newPostgres(t, db)
+	b, table := pgtest.NewBackend(t, "postgres")
 	other := pgsession.NewPostgresBackend(pgtest.Open(t, "pgx"), pgsession.WithTable(table)) // another "instance"
 	defer other.Close()
 	var logs syncBuffer

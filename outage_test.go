@@ -231,8 +231,7 @@ func TestOutageServerRestart(t *testing.T) {
 
 // A request whose context ends before the save writes nothing at all.
 func TestCancelledSaveWritesNothing(t *testing.T) {
-	db := pgtest.Open(t, "postgres")
-	b, _ := newPostgres(t, db)
+	b, _ := pgtest.NewBackend(t, "postgres")
 	env := pgsessiontest.NewEnv(t, pgsession.Config{Backend: b})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

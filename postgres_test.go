@@ -19,7 +19,6 @@ import (
 
 	"github.com/gorilla/securecookie"
 	_ "github.com/jackc/pgx/v5/stdlib"
-	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"
 
 	"github.com/pgsession/pgsession"
@@ -27,31 +26,19 @@ import (
 	"github.com/pgsession/pgsession/pgsessiontest"
 )
 
-// newPostgres returns a migrated backend on a table of its own.
-func newPostgres(t testing.TB, db *sqlx.DB, opts ...pgsession.PostgresOption) (*pgsession.PostgresBackend, string) {
-	t.Helper()
-	table := pgtest.Schema(t, db) + ".sessions"
-	b := pgsession.NewPostgresBackend(db, append([]pgsession.PostgresOption{pgsession.WithTable(table)}, opts...)...)
-	if err := b.Migrate(context.Background()); err != nil {
-		t.Fatalf("Migrate: %v", err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b, table
-}
-
 func TestPostgresBackend(t *testing.T) {
-	db := pgtest.Open(t, "postgres")
+	pgtest.Open(t, "postgres") // skip or fail once, not in every subtest
 	pgsessiontest.TestBackend(t, func(t *testing.T) pgsession.Backend {
-		b, _ := newPostgres(t, db)
+		b, _ := pgtest.NewBackend(t, "postgres")
 		return b
 	})
 }
 
 // The backend works with any database/sql PostgreSQL driver: pgx's stdlib.
 func TestPostgresBackendPgx(t *testing.T) {
-	db := pgtest.Open(t, "pgx")
+	pgtest.Open(t, "pgx")
 	pgsessiontest.TestBackend(t, func(t *testing.T) pgsession.Backend {
-		b, _ := newPostgres(t, db)
+		b, _ := pgtest.NewBackend(t, "pgx")
 		return b
 	})
 }
@@ -59,7 +46,7 @@ func TestPostgresBackendPgx(t *testing.T) {
 // The table holds only SHA-256 hashes of session keys, never a key.
 func TestPostgresStoresOnlyKeyHash(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
-	b, table := newPostgres(t, db)
+	b, table := pgtest.NewBackend(t, "postgres")
 	hashKey := bytes.Repeat([]byte{7}, 32)
 	m, err := pgsession.New(pgsession.Config{Backend: b, HashKeys: [][]byte{hashKey}})
 	if err != nil {

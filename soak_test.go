@@ -100,8 +100,7 @@ func (c *soakClient) do(query string) (int, int, error) {
 // single writer, no resurrected keys, goroutines and heap back near the start.
 func TestSoak(t *testing.T) {
 	d := soakDuration(t)
-	db := pgtest.Open(t, "postgres")
-	b, _ := newPostgres(t, db)
+	b, _ := pgtest.NewBackend(t, "postgres")
 	m, err := pgsession.New(pgsession.Config{Backend: b, HashKeys: [][]byte{make([]byte, 32)},
 		Cookie: pgsession.CookieConfig{Insecure: true}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

@@ -207,28 +207,31 @@ func newFloor(ctx context.Context, db *sqlx.DB) (*impl, error) {
 		id := sha256.Sum256(key)
 		return id[:]
 	}
+	// counter loads the session and its counter, answering the error itself.
+	counter := func(w http.ResponseWriter, r *http.Request) (st *state, n int, ok bool) {
+		st, err := load(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return nil, 0, false
+		}
+		if st != nil {
+			_ = json.Unmarshal(st.data["n"], &n)
+		}
+		return st, n, true
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) {
-		st, err := load(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
+		if _, n, ok := counter(w, r); ok {
+			fmt.Fprint(w, n)
 		}
-		n := 0
-		if st != nil {
-			_ = json.Unmarshal(st.data["n"], &n)
-		}
-		fmt.Fprint(w, n)
 	})
 	mux.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) {
-		st, err := load(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
+		st, n, ok := counter(w, r)
+		if !ok {
 			return
 		}
-		n := 0
+		var err error
 		if st != nil {
-			_ = json.Unmarshal(st.data["n"], &n)
 			st.data["n"] = json.RawMessage(strconv.Itoa(n + 1))
 			b, _ := json.Marshal(st.data)
 			_, err = upd.ExecContext(r.Context(), st.id, string(b))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -10,23 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pgsession/pgsession"
 	"github.com/pgsession/pgsession/internal/pgtest"
 )
-
-func backends(t *testing.T) map[string]func(*testing.T) pgsession.Backend {
-	return map[string]func(*testing.T) pgsession.Backend{
-		"memory": func(*testing.T) pgsession.Backend { return pgsession.NewMemoryBackend() },
-		"postgres": func(t *testing.T) pgsession.Backend {
-			db := pgtest.Open(t, "postgres")
-			b := pgsession.NewPostgresBackend(db, pgsession.WithTable(pgtest.Schema(t, db)+".sessions"))
-			if err := b.Migrate(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			return b
-		},
-	}
-}
 
 // call sends a request with an optional bearer token and decodes the JSON
 // answer; it also reports whether a cookie was set.
@@ -50,7 +34,7 @@ func call(t *testing.T, srv *httptest.Server, method, path, token, body string) 
 }
 
 func TestAPIBearerFlow(t *testing.T) {
-	for name, newBackend := range backends(t) {
+	for name, newBackend := range pgtest.Backends() {
 		t.Run(name, func(t *testing.T) {
 			m, err := newManager(newBackend(t), []byte(strings.Repeat("k", 32)), slog.New(slog.DiscardHandler))
 			if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"expvar"
 	"fmt"
 	"html/template"
@@ -108,11 +109,8 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "a name of 1 to 64 characters is required", http.StatusBadRequest)
 		return
 	}
-	if err := pgsession.FromContext(r.Context()).Set(userKey, name); err != nil {
-		a.fail(w, err)
-		return
-	}
-	if err := pgsession.RotateKey(r.Context()); err != nil {
+	err := errors.Join(pgsession.FromContext(r.Context()).Set(userKey, name), pgsession.RotateKey(r.Context()))
+	if err != nil {
 		a.fail(w, err)
 		return
 	}
@@ -122,11 +120,7 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 // logout clears the session and rotates: the session is deleted and its
 // cookie expired.
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {
-	if err := pgsession.FromContext(r.Context()).Clear(); err != nil {
-		a.fail(w, err)
-		return
-	}
-	if err := pgsession.RotateKey(r.Context()); err != nil {
+	if err := errors.Join(pgsession.FromContext(r.Context()).Clear(), pgsession.RotateKey(r.Context())); err != nil {
 		a.fail(w, err)
 		return
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"expvar"
 	"io"
@@ -17,21 +16,6 @@ import (
 	"github.com/pgsession/pgsession"
 	"github.com/pgsession/pgsession/internal/pgtest"
 )
-
-// backends are the stores the example is tested on.
-func backends(t *testing.T) map[string]func(t *testing.T) pgsession.Backend {
-	return map[string]func(t *testing.T) pgsession.Backend{
-		"memory": func(*testing.T) pgsession.Backend { return pgsession.NewMemoryBackend() },
-		"postgres": func(t *testing.T) pgsession.Backend {
-			db := pgtest.Open(t, "postgres")
-			b := pgsession.NewPostgresBackend(db, pgsession.WithTable(pgtest.Schema(t, db)+".sessions"))
-			if err := b.Migrate(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			return b
-		},
-	}
-}
 
 // server serves the example over TLS (the session cookie is Secure).
 func server(t *testing.T, b pgsession.Backend) (*httptest.Server, *pgsession.Manager) {
@@ -96,7 +80,7 @@ func sessionCookie(t *testing.T, c *http.Client, srv *httptest.Server) string {
 }
 
 func TestExampleFlow(t *testing.T) {
-	for name, newBackend := range backends(t) {
+	for name, newBackend := range pgtest.Backends() {
 		t.Run(name, func(t *testing.T) {
 			srv, _ := server(t, newBackend(t))
 			c := browser(t, srv)
@@ -155,7 +139,7 @@ func TestExampleFlow(t *testing.T) {
 }
 
 func TestExampleLogoutEverywhere(t *testing.T) {
-	for name, newBackend := range backends(t) {
+	for name, newBackend := range pgtest.Backends() {
 		t.Run(name, func(t *testing.T) {
 			srv, _ := server(t, newBackend(t))
 			phone, laptop := browser(t, srv), browser(t, srv)

@@ -8,6 +8,7 @@
 package pgtest
 
 import (
+	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/pgsession/pgsession"
 )
 
 // DefaultURL is the server tried when $DATABASE_URL is not set.
@@ -95,4 +98,31 @@ func redact(u string) string {
 		return "(unparsable DATABASE_URL)"
 	}
 	return p.Redacted()
+}
+
+// NewBackend returns a migrated PostgreSQL backend on driverName ("postgres"
+// or "pgx") whose table lives in a schema of its own, and the table's
+// qualified name.
+func NewBackend(t testing.TB, driverName string, opts ...pgsession.PostgresOption) (*pgsession.PostgresBackend, string) {
+	t.Helper()
+	db := Open(t, driverName)
+	table := Schema(t, db) + ".sessions"
+	b := pgsession.NewPostgresBackend(db, append([]pgsession.PostgresOption{pgsession.WithTable(table)}, opts...)...)
+	if err := b.Migrate(context.Background()); err != nil {
+		t.Fatalf("pgtest: Migrate: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b, table
+}
+
+// Backends returns constructors of fresh backends, memory and PostgreSQL
+// (lib/pq), for tests that run on both.
+func Backends() map[string]func(testing.TB) pgsession.Backend {
+	return map[string]func(testing.TB) pgsession.Backend{
+		"memory": func(testing.TB) pgsession.Backend { return pgsession.NewMemoryBackend() },
+		"postgres": func(t testing.TB) pgsession.Backend {
+			b, _ := NewBackend(t, "postgres")
+			return b
+		},
+	}
 }
