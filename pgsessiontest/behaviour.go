@@ -520,4 +520,23 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 			t.Errorf("stored %v, want only a", r.result.Get)
 		}
 	})
+
+	t.Run("a value exactly at MaxDataSize is stored intact; one byte more is refused", func(t *testing.T) {
+		h := setup(t, func(c *pgsession.Config) { c.MaxDataSize = 200 })
+		c := h.client()
+		// Each key counts len(key) + len(JSON value) + 4 bytes: "a" 6, so
+		// "big" may take a 187-byte value (2-byte é included).
+		c.do("set:a:1")
+		fits := `"` + strings.Repeat("é", 92) + `x"` // 187 bytes: 200 in all
+		over := `"` + strings.Repeat("é", 93) + `"`  // 188 bytes: 201
+		if r := c.do("set:big:" + over); !strings.Contains(r.errs(), pgsession.ErrTooLarge.Error()) {
+			t.Errorf("one byte over the limit: errs %q", r.errs())
+		}
+		if r := c.do("set:big:" + fits); r.errs() != "" {
+			t.Fatalf("at the limit: %s", r.errs())
+		}
+		if r := c.do("get:big"); string(r.result.Get["big"]) != fits {
+			t.Errorf("stored %s, want %s", r.result.Get["big"], fits)
+		}
+	})
 }
