@@ -74,9 +74,10 @@ type Config struct {
 	// as if RotateKey had been called. It must not modify the maps.
 	RotateWhen func(old, new map[string]json.RawMessage) bool
 
-	// MaxDataSize bounds the JSON size of one session's data in bytes; Set
-	// returns ErrTooLarge rather than exceed it. Zero means
-	// DefaultMaxDataSize (64 KiB).
+	// MaxDataSize bounds the size of one session's data in bytes, counted as
+	// the sum over its keys of len(key) + len(JSON value) + 4 (about the size
+	// of the stored JSON object); Set returns ErrTooLarge rather than exceed
+	// it. Zero means DefaultMaxDataSize (64 KiB).
 	MaxDataSize int
 
 	// Now returns the current time. Nil means time.Now. Tests inject a clock.
