@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -95,8 +96,8 @@ func run(log *slog.Logger, args []string) error {
 
 	srv := &http.Server{Addr: *addr, Handler: newApp(m, log), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("listening", "url", "http://"+*addr)
-	if !*insecure && !strings.HasPrefix(*addr, "localhost:") {
-		log.Warn("the session cookie is Secure: browsers keep it over plain HTTP only for localhost; serve HTTPS or pass -insecure-cookie for local testing")
+	if host, _, _ := net.SplitHostPort(*addr); !*insecure && host != "localhost" && host != "127.0.0.1" && host != "::1" {
+		log.Warn("the session cookie is Secure: over plain HTTP browsers keep it only for localhost and loopback addresses; serve HTTPS or pass -insecure-cookie for testing")
 	}
 	return srv.ListenAndServe()
 }
