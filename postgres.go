@@ -121,8 +121,11 @@ const (
 	sqlDelete            = `DELETE FROM {t} WHERE key_hash = $1`
 	sqlDeleteByPrincipal = `DELETE FROM {t} WHERE principal = $1`
 	sqlListByPrincipal   = `SELECT key_hash, created_at, accessed_at FROM {t} WHERE principal = $1 ORDER BY accessed_at DESC`
-	sqlDeleteExpired     = `DELETE FROM {t} WHERE key_hash IN (
-		SELECT key_hash FROM {t} WHERE accessed_at < $1 OR created_at < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)`
+	// = ANY(ARRAY(...)) rather than IN (...): the planner then deletes by
+	// primary key instead of hash-joining against a scan of the whole table,
+	// so a batch costs in proportion to its size, not the table's.
+	sqlDeleteExpired = `DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
+		SELECT key_hash FROM {t} WHERE accessed_at < $1 OR created_at < $2 LIMIT $3 FOR UPDATE SKIP LOCKED))`
 )
 
 // stmt returns the prepared form of query, preparing it on first use. A
