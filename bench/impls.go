@@ -33,36 +33,42 @@ type impl struct {
 	sum func(ctx context.Context) (int, error)
 }
 
-// routes builds the four routes from an implementation's session calls.
-func routes(get func(r *http.Request) (int, error), set func(r *http.Request, n int) error, login func(r *http.Request) error) http.Handler {
+// counter is one request's view of a session, as each implementation
+// provides it.
+type counter interface {
+	N() (int, error)  // the stored counter, 0 if none
+	SetN(n int) error // store the counter (creating the session if needed)
+	Login() error     // store a user and rotate the session key
+}
+
+// routes serves the four routes over the counter that open gives for each
+// request.
+func routes(open func(w http.ResponseWriter, r *http.Request) (counter, error)) http.Handler {
+	serve := func(f func(c counter) (any, error)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			c, err := open(w, r)
+			var out any
+			if err == nil {
+				out, err = f(c)
+			}
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			fmt.Fprint(w, out)
+		}
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) {
-		n, err := get(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprint(w, n)
-	})
-	mux.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) {
-		n, err := get(r)
+	mux.Handle("/read", serve(func(c counter) (any, error) { return c.N() }))
+	mux.Handle("/write", serve(func(c counter) (any, error) {
+		n, err := c.N()
 		if err == nil {
-			err = set(r, n+1)
+			err = c.SetN(n + 1)
 		}
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprint(w, n+1)
-	})
+		return n + 1, err
+	}))
 	mux.HandleFunc("/anon", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
-	mux.HandleFunc("/login", func(w http.ResponseWriter, r *http.Request) {
-		if err := login(r); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprint(w, "ok")
-	})
+	mux.Handle("/login", serve(func(c counter) (any, error) { return "ok", c.Login() }))
 	return mux
 }
 
@@ -88,20 +94,25 @@ func newPgsession(ctx context.Context, db *sqlx.DB) (*impl, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := routes(
-		func(r *http.Request) (int, error) {
-			var n int
-			_, err := pgsession.FromContext(r.Context()).Get("n", &n)
-			return n, err
-		},
-		func(r *http.Request, n int) error { return pgsession.FromContext(r.Context()).Set("n", n) },
-		func(r *http.Request) error {
-			if err := pgsession.FromContext(r.Context()).Set("user", "bench"); err != nil {
-				return err
-			}
-			return pgsession.RotateKey(r.Context())
-		})
+	h := routes(func(_ http.ResponseWriter, r *http.Request) (counter, error) { return pgsCounter{r}, nil })
 	return &impl{name: "pgsession", cookieName: pgsession.DefaultCookieName, handler: m.Middleware(h), sum: sumJSON(db, "sessions")}, nil
+}
+
+// pgsCounter is a request's pgsession session.
+type pgsCounter struct{ r *http.Request }
+
+func (c pgsCounter) N() (n int, err error) {
+	_, err = pgsession.FromContext(c.r.Context()).Get("n", &n)
+	return n, err
+}
+
+func (c pgsCounter) SetN(n int) error { return pgsession.FromContext(c.r.Context()).Set("n", n) }
+
+func (c pgsCounter) Login() error {
+	if err := pgsession.FromContext(c.r.Context()).Set("user", "bench"); err != nil {
+		return err
+	}
+	return pgsession.RotateKey(c.r.Context())
 }
 
 // newSCS is alexedwards/scs v2 with its PostgreSQL store, set up for idle
@@ -116,13 +127,7 @@ func newSCS(ctx context.Context, db *sqlx.DB) (*impl, error) {
 	sm.Store = postgresstore.NewWithCleanupInterval(db.DB, 0)
 	sm.IdleTimeout = 8 * time.Hour
 	sm.Lifetime = 30 * 24 * time.Hour
-	h := routes(
-		func(r *http.Request) (int, error) { return sm.GetInt(r.Context(), "n"), nil },
-		func(r *http.Request, n int) error { sm.Put(r.Context(), "n", n); return nil },
-		func(r *http.Request) error {
-			sm.Put(r.Context(), "user", "bench")
-			return sm.RenewToken(r.Context())
-		})
+	h := routes(func(_ http.ResponseWriter, r *http.Request) (counter, error) { return scsCounter{sm, r}, nil })
 	sum := func(ctx context.Context) (int, error) {
 		rows, err := db.QueryContext(ctx, `SELECT data FROM sessions`)
 		if err != nil {
@@ -145,6 +150,19 @@ func newSCS(ctx context.Context, db *sqlx.DB) (*impl, error) {
 		return total, rows.Err()
 	}
 	return &impl{name: "scs", cookieName: sm.Cookie.Name, handler: sm.LoadAndSave(h), sum: sum}, nil
+}
+
+// scsCounter is a request's scs session.
+type scsCounter struct {
+	sm *scs.SessionManager
+	r  *http.Request
+}
+
+func (c scsCounter) N() (int, error)  { return c.sm.GetInt(c.r.Context(), "n"), nil }
+func (c scsCounter) SetN(n int) error { c.sm.Put(c.r.Context(), "n", n); return nil }
+func (c scsCounter) Login() error {
+	c.sm.Put(c.r.Context(), "user", "bench")
+	return c.sm.RenewToken(c.r.Context())
 }
 
 // newFloor is no library at all: the least a request can cost to use a
@@ -174,93 +192,85 @@ func newFloor(ctx context.Context, db *sqlx.DB) (*impl, error) {
 	if err != nil {
 		return nil, err
 	}
-	const cookie = "floor"
-	type state struct {
-		id   []byte
-		data map[string]json.RawMessage
+	f := &floor{sel: sel, ins: ins, upd: upd, rot: rot}
+	h := routes(f.open)
+	return &impl{name: "floor", cookieName: floorCookie, handler: h, sum: sumJSON(db, "sessions")}, nil
+}
+
+const floorCookie = "floor"
+
+// floor holds the hand-written implementation's prepared statements.
+type floor struct{ sel, ins, upd, rot *sql.Stmt }
+
+// floorCounter is one request's session: the row loaded (nil for none).
+type floorCounter struct {
+	f    *floor
+	w    http.ResponseWriter
+	r    *http.Request
+	id   []byte
+	data map[string]json.RawMessage
+}
+
+// open loads the session named by the cookie (the key in hex): one SELECT.
+func (f *floor) open(w http.ResponseWriter, r *http.Request) (counter, error) {
+	c := &floorCounter{f: f, w: w, r: r}
+	ck, err := r.Cookie(floorCookie)
+	if err != nil {
+		return c, nil
 	}
-	load := func(r *http.Request) (*state, error) {
-		c, err := r.Cookie(cookie)
-		if err != nil {
-			return nil, nil
-		}
-		key, err := hex.DecodeString(c.Value)
-		if err != nil {
-			return nil, nil
-		}
-		id := sha256.Sum256(key)
-		var raw []byte
-		switch err := sel.QueryRowContext(r.Context(), id[:]).Scan(&raw); err {
-		case nil:
-		case sql.ErrNoRows:
-			return nil, nil
-		default:
-			return nil, err
-		}
-		st := &state{id: id[:]}
-		return st, json.Unmarshal(raw, &st.data)
+	key, err := hex.DecodeString(ck.Value)
+	if err != nil {
+		return c, nil
 	}
-	newKey := func(w http.ResponseWriter) []byte {
-		key := make([]byte, 32)
-		_, _ = rand.Read(key)
-		http.SetCookie(w, &http.Cookie{Name: cookie, Value: hex.EncodeToString(key), Path: "/", HttpOnly: true})
-		id := sha256.Sum256(key)
-		return id[:]
+	id := sha256.Sum256(key)
+	var raw []byte
+	switch err := f.sel.QueryRowContext(r.Context(), id[:]).Scan(&raw); err {
+	case nil:
+	case sql.ErrNoRows:
+		return c, nil
+	default:
+		return nil, err
 	}
-	// counter loads the session and its counter, answering the error itself.
-	counter := func(w http.ResponseWriter, r *http.Request) (st *state, n int, ok bool) {
-		st, err := load(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return nil, 0, false
-		}
-		if st != nil {
-			_ = json.Unmarshal(st.data["n"], &n)
-		}
-		return st, n, true
+	c.id = id[:]
+	return c, json.Unmarshal(raw, &c.data)
+}
+
+func (c *floorCounter) N() (n int, err error) {
+	if c.id != nil {
+		_ = json.Unmarshal(c.data["n"], &n)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) {
-		if _, n, ok := counter(w, r); ok {
-			fmt.Fprint(w, n)
-		}
-	})
-	mux.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) {
-		st, n, ok := counter(w, r)
-		if !ok {
-			return
-		}
-		var err error
-		if st != nil {
-			st.data["n"] = json.RawMessage(strconv.Itoa(n + 1))
-			b, _ := json.Marshal(st.data)
-			_, err = upd.ExecContext(r.Context(), st.id, string(b))
-		} else {
-			_, err = ins.ExecContext(r.Context(), newKey(w), `{"n":1}`)
-		}
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprint(w, n+1)
-	})
-	mux.HandleFunc("/anon", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
-	mux.HandleFunc("/login", func(w http.ResponseWriter, r *http.Request) {
-		st, err := load(r)
-		if err == nil {
-			if st != nil {
-				_, err = rot.ExecContext(r.Context(), st.id, newKey(w), `{"user":"bench"}`)
-			} else {
-				_, err = ins.ExecContext(r.Context(), newKey(w), `{"user":"bench"}`)
-			}
-		}
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprint(w, "ok")
-	})
-	return &impl{name: "floor", cookieName: cookie, handler: mux, sum: sumJSON(db, "sessions")}, nil
+	return n, nil
+}
+
+func (c *floorCounter) SetN(n int) error {
+	var err error
+	if c.id != nil {
+		c.data["n"] = json.RawMessage(strconv.Itoa(n))
+		b, _ := json.Marshal(c.data)
+		_, err = c.f.upd.ExecContext(c.r.Context(), c.id, string(b))
+	} else {
+		_, err = c.f.ins.ExecContext(c.r.Context(), c.newKey(), fmt.Sprintf(`{"n":%d}`, n))
+	}
+	return err
+}
+
+func (c *floorCounter) Login() error {
+	var err error
+	if c.id != nil {
+		_, err = c.f.rot.ExecContext(c.r.Context(), c.id, c.newKey(), `{"user":"bench"}`)
+	} else {
+		_, err = c.f.ins.ExecContext(c.r.Context(), c.newKey(), `{"user":"bench"}`)
+	}
+	return err
+}
+
+// newKey sets a cookie with a fresh key and returns the key's hash.
+func (c *floorCounter) newKey() []byte {
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	http.SetCookie(c.w, &http.Cookie{Name: floorCookie, Value: hex.EncodeToString(key), Path: "/", HttpOnly: true})
+	id := sha256.Sum256(key)
+	return id[:]
 }
 
 // newHello is a bare net/http handler with no session: the ceiling of the
