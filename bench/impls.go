@@ -29,8 +29,9 @@ type impl struct {
 	name       string
 	cookieName string // "" for hello, which keeps no session
 	handler    http.Handler
-	// sum returns the total of the stored counters.
-	sum func(ctx context.Context) (int, error)
+	// sum returns the total of the stored counters and the number of
+	// sessions stored.
+	sum func(ctx context.Context) (total, rows int, err error)
 }
 
 // counter is one request's view of a session, as each implementation
@@ -72,12 +73,14 @@ func routes(open func(w http.ResponseWriter, r *http.Request) (counter, error)) 
 	return mux
 }
 
-// sumJSON totals data->>'n' of a table holding pgsession-shaped rows.
-func sumJSON(db *sqlx.DB, table string) func(context.Context) (int, error) {
-	return func(ctx context.Context) (int, error) {
+// sumJSON totals data->>'n' of a table holding pgsession-shaped rows, and
+// counts them.
+func sumJSON(db *sqlx.DB, table string) func(context.Context) (int, int, error) {
+	return func(ctx context.Context) (int, int, error) {
 		var n sql.NullInt64
-		err := db.QueryRowContext(ctx, `SELECT sum((data->>'n')::bigint) FROM `+table).Scan(&n)
-		return int(n.Int64), err
+		var rows int
+		err := db.QueryRowContext(ctx, `SELECT sum((data->>'n')::bigint), count(*) FROM `+table).Scan(&n, &rows)
+		return int(n.Int64), rows, err
 	}
 }
 
@@ -128,26 +131,26 @@ func newSCS(ctx context.Context, db *sqlx.DB) (*impl, error) {
 	sm.IdleTimeout = 8 * time.Hour
 	sm.Lifetime = 30 * 24 * time.Hour
 	h := routes(func(_ http.ResponseWriter, r *http.Request) (counter, error) { return scsCounter{sm, r}, nil })
-	sum := func(ctx context.Context) (int, error) {
+	sum := func(ctx context.Context) (total, count int, err error) {
 		rows, err := db.QueryContext(ctx, `SELECT data FROM sessions`)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		defer rows.Close()
-		total := 0
 		for rows.Next() {
 			var b []byte
 			if err := rows.Scan(&b); err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			_, values, err := (scs.GobCodec{}).Decode(b)
 			if err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			n, _ := values["n"].(int)
 			total += n
+			count++
 		}
-		return total, rows.Err()
+		return total, count, rows.Err()
 	}
 	return &impl{name: "scs", cookieName: sm.Cookie.Name, handler: sm.LoadAndSave(h), sum: sum}, nil
 }

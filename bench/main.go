@@ -3,6 +3,9 @@
 // loopback, in one run. See README.md.
 //
 //	cd bench && go run . -duration 10s
+//
+// It is a module of its own, so from the repository root use
+// "go -C bench run . -duration 10s"; "go run ./bench" does not work there.
 package main
 
 import (
@@ -23,6 +26,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +49,7 @@ type result struct {
 	ScansPerOp  float64 `json:"index_scans_per_request"`
 	VsFloor     float64 `json:"rps_vs_floor,omitempty"`
 	VsSCS       float64 `json:"rps_vs_scs,omitempty"`
+	VsHello     float64 `json:"rps_vs_hello,omitempty"`
 }
 
 type options struct {
@@ -191,15 +196,30 @@ func runImpl(ctx context.Context, o options, admin *sqlx.DB, name string, build 
 	if im.cookieName != "" {
 		if err := parallel(o.clients, o.sessions, func(i int) error {
 			var err error
-			cookies[i], err = request(client, base+"/write", "", im.cookieName)
+			var body string
+			cookies[i], body, err = request(client, base+"/write", "", im.cookieName)
+			if err == nil && (cookies[i] == "" || body != "1") {
+				err = fmt.Errorf("/write without a cookie answered %q with cookie %q, want 1 and a new session", body, cookies[i])
+			}
 			return err
 		}); err != nil {
 			return nil, fmt.Errorf("create sessions: %w", err)
 		}
 	}
+	// Every session holds n=1 now; each client tracks the counters of the
+	// sessions it owns and checks every answer against them.
+	want := make([]int, len(cookies))
+	for i := range want {
+		want[i] = 1
+	}
 	var results []result
 	for _, w := range o.workloads {
-		r, err := measure(ctx, o, admin, db, schema, im, client, base, cookies, w)
+		if im.cookieName == "" && w != "anonymous" {
+			// Without a session every route is the same bare handler: its
+			// one row, under anonymous, is the ceiling of the HTTP stack.
+			continue
+		}
+		r, err := measure(ctx, o, admin, db, schema, im, client, base, cookies, want, w)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", w, err)
 		}
@@ -220,9 +240,9 @@ func withParams(url string, params ...string) string {
 
 // measure runs one workload: a warm-up, then the measured window; the
 // database counters cover both, divided by all their requests.
-func measure(ctx context.Context, o options, admin, db *sqlx.DB, schema string, im *impl, client *http.Client, base string, cookies []string, workload string) (result, error) {
+func measure(ctx context.Context, o options, admin, db *sqlx.DB, schema string, im *impl, client *http.Client, base string, cookies []string, want []int, workload string) (result, error) {
 	res := result{Impl: im.name, Workload: workload}
-	sumBefore, err := sum(ctx, im)
+	sumBefore, _, err := sum(ctx, im)
 	if err != nil {
 		return res, err
 	}
@@ -239,7 +259,15 @@ func measure(ctx context.Context, o options, admin, db *sqlx.DB, schema string, 
 		mu                  sync.Mutex
 		latencies           []float64
 		measuring           atomic.Bool
+		logged              atomic.Int64
 	)
+	// fail counts a failed request, logging the first few of the cell.
+	fail := func(format string, args ...any) {
+		errs.Add(1)
+		if logged.Add(1) <= 10 {
+			log.Printf("%s/%s: "+format, append([]any{im.name, workload}, args...)...)
+		}
+	}
 	deadline := time.Now().Add(o.warmup + o.duration)
 	time.AfterFunc(o.warmup, func() { measuring.Store(true) })
 	var start, end atomic.Int64
@@ -258,11 +286,10 @@ func measure(ctx context.Context, o options, admin, db *sqlx.DB, schema string, 
 					cookie = cookies[i]
 				}
 				t0 := time.Now()
-				got, err := request(client, base+path, cookie, im.cookieName)
+				got, body, err := request(client, base+path, cookie, im.cookieName)
 				d := time.Since(t0)
 				if err != nil {
-					errs.Add(1)
-					log.Printf("%s %s: %v", im.name, path, err)
+					fail("%s: %v", path, err)
 					continue
 				}
 				if path == "/write" {
@@ -270,6 +297,22 @@ func measure(ctx context.Context, o options, admin, db *sqlx.DB, schema string, 
 				}
 				if got != "" && cookie != "" {
 					cookies[i] = got // rotated
+				}
+				// The answer must show the session's own counter: a session
+				// lost, replaced or read stale shows up here at once.
+				if cookie != "" {
+					expect := strconv.Itoa(want[i])
+					switch path {
+					case "/write":
+						want[i]++
+						expect = strconv.Itoa(want[i])
+					case "/login":
+						expect = "ok"
+					}
+					if body != expect {
+						fail("%s: session %d answered %q, want %q", path, i, body, expect)
+						continue
+					}
 				}
 				if measuring.Load() {
 					start.CompareAndSwap(0, t0.UnixNano())
@@ -302,9 +345,10 @@ func measure(ctx context.Context, o options, admin, db *sqlx.DB, schema string, 
 		res.ScansPerOp = float64(s1-s0) / float64(requests)
 	}
 	// No lost writes: with one writer per session, the stored counters grew
-	// by exactly the number of successful /write requests.
+	// by exactly the number of successful /write requests; and no session
+	// was lost or created (a rotation replaces its row).
 	if im.sum != nil {
-		sumAfter, err := sum(ctx, im)
+		sumAfter, rows, err := sum(ctx, im)
 		if err != nil {
 			return res, err
 		}
@@ -312,13 +356,17 @@ func measure(ctx context.Context, o options, admin, db *sqlx.DB, schema string, 
 			res.Errors++
 			log.Printf("%s/%s: LOST WRITES: counters grew by %d, %d writes succeeded", im.name, workload, got, writes.Load())
 		}
+		if rows != len(cookies) {
+			res.Errors++
+			log.Printf("%s/%s: %d sessions stored, want %d", im.name, workload, rows, len(cookies))
+		}
 	}
 	return res, nil
 }
 
-func sum(ctx context.Context, im *impl) (int, error) {
+func sum(ctx context.Context, im *impl) (total, rows int, err error) {
 	if im.sum == nil {
-		return 0, nil
+		return 0, 0, nil
 	}
 	return im.sum(ctx)
 }
@@ -346,30 +394,34 @@ func pick(workload string, rng *mrand.Rand) string {
 }
 
 // request GETs url with the session cookie (a "name=value" pair, or "") and
-// returns the new session cookie the response set, if any.
-func request(client *http.Client, url, cookie, cookieName string) (string, error) {
+// returns the new session cookie the response set, if any, and the body.
+func request(client *http.Client, url, cookie, cookieName string) (setCookie, body string, err error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if cookie != "" {
 		req.Header.Set("Cookie", cookie)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return "", "", err
+	}
+	body = strings.TrimSpace(string(b))
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %d", resp.StatusCode)
+		return "", "", fmt.Errorf("status %d: %.100s", resp.StatusCode, body)
 	}
 	for _, c := range resp.Cookies() {
 		if c.Name == cookieName && c.Value != "" {
-			return c.Name + "=" + c.Value, nil
+			return c.Name + "=" + c.Value, body, nil
 		}
 	}
-	return "", nil
+	return "", body, nil
 }
 
 // parallel runs f(0..n-1) on workers goroutines and returns the first error.
@@ -431,7 +483,7 @@ func quantile(sorted []float64, q float64) float64 {
 	return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
 }
 
-// ratios fills each result's throughput relative to floor and to scs under
+// ratios fills each result's throughput relative to floor, scs and hello under
 // the same workload.
 func ratios(results []result) {
 	rps := map[[2]string]float64{}
@@ -445,6 +497,9 @@ func ratios(results []result) {
 		}
 		if s := rps[[2]string{"scs", r.Workload}]; s > 0 {
 			r.VsSCS = r.RPS / s
+		}
+		if h := rps[[2]string{"hello", r.Workload}]; h > 0 {
+			r.VsHello = r.RPS / h
 		}
 	}
 }

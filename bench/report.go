@@ -13,11 +13,11 @@ func markdown(results []result, o options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d sessions per implementation, %d concurrent clients, %v measured per cell (after %v warm-up), %s on %d CPUs.\n\n",
 		o.sessions, o.clients, o.duration, o.warmup, runtime.Version(), runtime.NumCPU())
-	b.WriteString("| implementation | workload | req/s | p50 ms | p99 ms | errors | rows written/req | index scans/req | vs floor | vs scs |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| implementation | workload | req/s | p50 ms | p99 ms | errors | rows written/req | index scans/req | vs floor | vs scs | vs hello |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %d | %.3f | %.3f | %s | %s |\n",
-			r.Impl, r.Workload, r.RPS, r.P50, r.P99, r.Errors, r.WritesPerOp, r.ScansPerOp, ratio(r.VsFloor), ratio(r.VsSCS))
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %d | %.3f | %.3f | %s | %s | %s |\n",
+			r.Impl, r.Workload, r.RPS, r.P50, r.P99, r.Errors, r.WritesPerOp, r.ScansPerOp, ratio(r.VsFloor), ratio(r.VsSCS), ratio(r.VsHello))
 	}
 	return b.String()
 }
