@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgsession/pgsession"
@@ -40,9 +42,20 @@ func newApp(m *pgsession.Manager, log *slog.Logger) http.Handler {
 	return http.NewCrossOriginProtection().Handler(m.Middleware(mux))
 }
 
-// statsVar exposes the Manager's counters to expvar (main publishes it).
-func statsVar(m *pgsession.Manager) expvar.Func {
-	return func() any { return m.Stats() }
+// expvar's registry is process-wide and refuses a name twice, so the
+// "pgsession" variable is published once and reports on the Manager last
+// given to publishStats.
+var (
+	statsManager atomic.Pointer[pgsession.Manager]
+	publishOnce  sync.Once
+)
+
+// publishStats makes /debug/vars report m's counters under "pgsession".
+func publishStats(m *pgsession.Manager) {
+	statsManager.Store(m)
+	publishOnce.Do(func() {
+		expvar.Publish("pgsession", expvar.Func(func() any { return statsManager.Load().Stats() }))
+	})
 }
 
 var homePage = template.Must(template.New("home").Parse(`<!doctype html>

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"expvar"
 	"io"
 	"log/slog"
 	"net/http"
@@ -193,7 +192,7 @@ func TestExampleRefusesCrossOriginPost(t *testing.T) {
 // /debug/vars publishes the Manager's statistics through expvar.
 func TestExampleStats(t *testing.T) {
 	srv, m := server(t, pgsession.NewMemoryBackend())
-	expvar.Publish("pgsession", statsVar(m)) // as main does; once per process
+	publishStats(m) // as main does
 	c := browser(t, srv)
 	get(t, c, srv.URL)
 	get(t, c, srv.URL)

@@ -17,7 +17,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"expvar"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -92,7 +91,7 @@ func run(log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	expvar.Publish("pgsession", statsVar(m))
+	publishStats(m)
 
 	srv := &http.Server{Addr: *addr, Handler: newApp(m, log), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("listening", "url", "http://"+*addr)
