@@ -3,6 +3,7 @@ package pgsession
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"strconv"
 	"time"
 )
@@ -154,7 +155,7 @@ func principalText(v json.RawMessage) string {
 	if json.Compact(&b, v) != nil || b.String() == "null" {
 		return ""
 	}
-	if f, err := strconv.ParseFloat(b.String(), 64); err == nil && f == float64(int64(f)) {
+	if f, err := strconv.ParseFloat(b.String(), 64); err == nil && math.Abs(f) < 1<<53 && f == math.Trunc(f) {
 		return strconv.FormatInt(int64(f), 10) // 42.0 and 42 alike
 	}
 	return b.String()

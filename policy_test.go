@@ -156,3 +156,15 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+func TestPrincipalText(t *testing.T) {
+	for raw, want := range map[string]string{
+		`"ada"`: "ada", `42`: "42", `42.0`: "42", `"42"`: "42", `-7`: "-7", `1.5`: "1.5",
+		`null`: "", ``: "", `{"id": 7}`: `{"id":7}`,
+		`123456789012345678901234567890`: "123456789012345678901234567890", // beyond float64: as written
+	} {
+		if got := principalText(json.RawMessage(raw)); got != want {
+			t.Errorf("principalText(%s) = %q, want %q", raw, got, want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -105,7 +106,7 @@ func (s *Session) Set(key string, value any) error {
 	if err != nil {
 		return fmt.Errorf("%w: Set %q: %w", ErrInvalidValue, key, err)
 	}
-	if bytes.Contains(raw, []byte(`\u0000`)) || bytes.IndexByte([]byte(key), 0) >= 0 {
+	if hasNUL(raw) || strings.IndexByte(key, 0) >= 0 {
 		return fmt.Errorf("%w: Set %q: contains a NUL character", ErrInvalidValue, key)
 	}
 	s.mu.Lock()
@@ -234,6 +235,26 @@ func (s *Session) seal() (change, bool) {
 		}
 	}
 	return c, true
+}
+
+// hasNUL reports whether JSON text raw encodes a NUL character: an escape
+// \u0000 that is not itself an escaped backslash followed by "u0000".
+func hasNUL(raw []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(raw[i:], []byte(`\u0000`))
+		if j < 0 {
+			return false
+		}
+		j += i
+		backslashes := 0
+		for k := j - 1; k >= 0 && raw[k] == '\\'; k-- {
+			backslashes++
+		}
+		if backslashes%2 == 0 {
+			return true
+		}
+		i = j + 1
+	}
 }
 
 // entrySize approximates the bytes key and value add to a JSON object.

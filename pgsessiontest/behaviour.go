@@ -519,6 +519,13 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		if r := c.do("get:f", "get:nul", "get:big", "get:a"); len(r.result.Get) != 1 {
 			t.Errorf("stored %v, want only a", r.result.Get)
 		}
+		// The text \u0000 (a backslash, then u0000) is not a NUL: it is stored.
+		if r := c.do(`set:lit:"\\u0000"`); r.errs() != "" {
+			t.Errorf("literal backslash-u0000 refused: %s", r.errs())
+		}
+		if r := c.do("get:lit"); string(r.result.Get["lit"]) != `"\\u0000"` {
+			t.Errorf("literal backslash-u0000 stored as %s", r.result.Get["lit"])
+		}
 	})
 
 	t.Run("a value exactly at MaxDataSize is stored intact; one byte more is refused", func(t *testing.T) {
