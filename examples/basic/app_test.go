@@ -9,68 +9,166 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/pgsession/pgsession"
 	"github.com/pgsession/pgsession/internal/pgtest"
 )
 
-// server serves the example over TLS (the session cookie is Secure).
-func server(t *testing.T, b pgsession.Backend) (*httptest.Server, *pgsession.Manager) {
+// testKey is the tests' hash key.
+var testKey = []byte("examples/basic: the tests' hash key, 32 bytes or more")
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// backends returns constructors of the backends the example runs on: memory,
+// and PostgreSQL (lib/pq) in a schema of the test's own, migrated the way
+// main does it.
+func backends() map[string]func(t *testing.T) pgsession.Backend {
+	return map[string]func(t *testing.T) pgsession.Backend{
+		"memory": func(*testing.T) pgsession.Backend { return pgsession.NewMemoryBackend() },
+		"postgres": func(t *testing.T) pgsession.Backend {
+			db := pgtest.Open(t, "postgres")
+			schema := pgtest.Schema(t, db)
+			b, err := newPostgresBackend(t.Context(), db, pgsession.WithTable(schema+".sessions"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = b.Close() })
+			return b
+		},
+	}
+}
+
+// forEachBackend runs test once per backend, as parallel subtests.
+func forEachBackend(t *testing.T, test func(t *testing.T, b pgsession.Backend)) {
+	for name, newBackend := range backends() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, newBackend(t))
+		})
+	}
+}
+
+// clock is a settable clock for the Manager.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// fixture is the example app served by httptest.
+type fixture struct {
+	srv   *httptest.Server
+	m     *pgsession.Manager
+	clock *clock
+}
+
+// serve serves the example on b, with the configuration main uses (Secure
+// cookie unless insecureCookie) and a settable clock. With useTLS the
+// server speaks HTTPS, which Go's cookie jar needs before it sends a Secure
+// cookie back.
+func serve(t *testing.T, b pgsession.Backend, useTLS, insecureCookie bool) *fixture {
 	t.Helper()
-	m, err := pgsession.New(pgsession.Config{
-		Backend:      b,
-		HashKeys:     [][]byte{[]byte(strings.Repeat("k", 32))},
-		PrincipalKey: userKey,
-		Logger:       slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
+	f := &fixture{clock: &clock{now: time.Now()}}
+	cfg := managerConfig(b, [][]byte{testKey}, insecureCookie, quiet)
+	cfg.Now = f.clock.Now
+	var err error
+	if f.m, err = pgsession.New(cfg); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewTLSServer(newApp(m, slog.New(slog.DiscardHandler)))
-	t.Cleanup(srv.Close)
-	return srv, m
+	if useTLS {
+		f.srv = httptest.NewTLSServer(newApp(f.m, quiet))
+	} else {
+		f.srv = httptest.NewServer(newApp(f.m, quiet))
+	}
+	t.Cleanup(f.srv.Close)
+	return f
 }
 
-// browser is a client with its own cookie jar, like one browser.
-func browser(t *testing.T, srv *httptest.Server) *http.Client {
-	c := *srv.Client() // a copy: srv.Client returns one shared client
+// client is one browser: its own cookie jar, following redirects.
+type client struct {
+	t   *testing.T
+	f   *fixture
+	c   *http.Client
+	url *url.URL
+}
+
+func (f *fixture) client(t *testing.T) *client {
+	c := *f.srv.Client() // a copy: srv.Client returns one shared client
 	c.Jar, _ = cookiejar.New(nil)
-	return &c
+	u, _ := url.Parse(f.srv.URL)
+	return &client{t: t, f: f, c: &c, url: u}
 }
 
-func get(t *testing.T, c *http.Client, u string) string {
-	t.Helper()
-	resp, err := c.Get(u)
-	return body(t, resp, err)
-}
-
-func post(t *testing.T, c *http.Client, u string, form url.Values) string {
-	t.Helper()
-	resp, err := c.PostForm(u, form)
-	return body(t, resp, err)
-}
-
-func body(t *testing.T, resp *http.Response, err error) string {
-	t.Helper()
+// do sends a request with the form (if any) and the headers, and returns the
+// final response (redirects followed) and its body.
+func (c *client) do(method, path string, form url.Values, hdr http.Header) (*http.Response, string) {
+	c.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(c.t.Context(), method, c.f.srv.URL+path, body)
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := c.c.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s %s: %d %s", resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, b)
-	}
-	return string(b)
+	return resp, string(b)
 }
 
-func sessionCookie(t *testing.T, c *http.Client, srv *httptest.Server) string {
-	u, _ := url.Parse(srv.URL)
-	for _, ck := range c.Jar.Cookies(u) {
+// page GETs path and returns the body, failing on any status but 200.
+func (c *client) page(path string) string {
+	c.t.Helper()
+	resp, body := c.do(http.MethodGet, path, nil, nil)
+	if resp.StatusCode != http.StatusOK {
+		c.t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+	}
+	return body
+}
+
+// post POSTs form to path like a same-origin browser form and returns the
+// body of the page it redirects to.
+func (c *client) post(path string, form url.Values) string {
+	c.t.Helper()
+	resp, body := c.do(http.MethodPost, path, form, http.Header{"Sec-Fetch-Site": {"same-origin"}, "Origin": {c.f.srv.URL}})
+	if resp.StatusCode != http.StatusOK {
+		c.t.Fatalf("POST %s: %d %s", path, resp.StatusCode, body)
+	}
+	return body
+}
+
+// cookie returns the session cookie the jar holds, or "".
+func (c *client) cookie() string {
+	for _, ck := range c.c.Jar.Cookies(c.url) {
 		if ck.Name == pgsession.DefaultCookieName {
 			return ck.Value
 		}
@@ -78,148 +176,276 @@ func sessionCookie(t *testing.T, c *http.Client, srv *httptest.Server) string {
 	return ""
 }
 
+// replay GETs the start page with only the given session cookie value, as a
+// thief holding an old cookie would, and returns the body.
+func (f *fixture) replay(t *testing.T, cookie string) string {
+	t.Helper()
+	c := *f.srv.Client()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, f.srv.URL, nil)
+	req.AddCookie(&http.Cookie{Name: pgsession.DefaultCookieName, Value: cookie})
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func wantContains(t *testing.T, what, got string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Fatalf("%s: no %q in\n%s", what, w, got)
+		}
+	}
+}
+
+func visits(n string) string { return "Visits in this session: " + n + "<" }
+
+const anonymous = `<p id="user">Not logged in</p>`
+
+// The whole flow: counting visits, login with a new key, logout.
 func TestExampleFlow(t *testing.T) {
-	for name, newBackend := range pgtest.Backends() {
-		t.Run(name, func(t *testing.T) {
-			srv, _ := server(t, newBackend(t))
-			c := browser(t, srv)
+	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+		f := serve(t, b, true, false)
+		c := f.client(t)
 
-			if got := get(t, c, srv.URL); !strings.Contains(got, "Visits in this session: 1") || !strings.Contains(got, "Not logged in") {
-				t.Fatalf("first visit: %s", got)
-			}
-			anon := sessionCookie(t, c, srv)
-			if got := get(t, c, srv.URL); !strings.Contains(got, "Visits in this session: 2") {
-				t.Fatalf("second visit: %s", got)
-			}
+		resp, body := c.do(http.MethodGet, "/", nil, nil)
+		wantContains(t, "first visit", body, visits("1"), anonymous)
+		i := slices.IndexFunc(resp.Cookies(), func(ck *http.Cookie) bool { return ck.Name == pgsession.DefaultCookieName })
+		if i < 0 {
+			t.Fatalf("first visit set no session cookie: %v", resp.Header["Set-Cookie"])
+		}
+		if ck := resp.Cookies()[i]; !ck.HttpOnly || !ck.Secure || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.MaxAge <= 0 {
+			t.Errorf("session cookie %q: want HttpOnly, Secure, SameSite=Lax, Path=/, Max-Age > 0", resp.Header["Set-Cookie"])
+		}
+		wantContains(t, "second visit", c.page("/"), visits("2"))
+		anon := c.cookie()
 
-			got := post(t, c, srv.URL+"/login", url.Values{"name": {"ada"}})
-			if !strings.Contains(got, "Logged in as <b>ada</b>") || !strings.Contains(got, "Visits in this session: 3") {
-				t.Fatalf("after login: %s", got)
-			}
-			if k := sessionCookie(t, c, srv); k == "" || k == anon {
-				t.Fatal("login did not rotate the session cookie")
-			}
-			if n := strings.Count(got, "<li>created"); n != 1 {
-				t.Errorf("lists %d sessions, want 1", n)
-			}
+		// Login: the data moves to a new key; the old key is dead.
+		before := f.m.Stats()
+		body = c.post("/login", url.Values{"name": {"ada"}})
+		wantContains(t, "after login", body, "Logged in as <b>ada</b>", visits("3"))
+		if n := strings.Count(body, "<li>started"); n != 1 {
+			t.Errorf("lists %d sessions of ada, want 1", n)
+		}
+		if got := f.m.Stats().Rotations - before.Rotations; got != 1 {
+			t.Errorf("login made %d rotations, want 1", got)
+		}
+		loggedIn := c.cookie()
+		if loggedIn == "" || loggedIn == anon {
+			t.Fatalf("login left the cookie %q (was %q)", loggedIn, anon)
+		}
+		wantContains(t, "the cookie from before the login", f.replay(t, anon), visits("1"), anonymous)
+		wantContains(t, "next visit", c.page("/"), visits("4"), "Logged in as <b>ada</b>")
 
-			// Server-sent events read the session; the cookie comes with the headers.
-			resp, err := c.Get(srv.URL + "/events")
+		// Logout: the session is deleted and the cookie expired.
+		before = f.m.Stats()
+		wantContains(t, "after logout", c.post("/logout", nil), "You are logged out.")
+		if k := c.cookie(); k != "" {
+			t.Errorf("the browser still holds a session cookie after logout: %q", k)
+		}
+		if st := f.m.Stats(); st.Deletes-before.Deletes != 1 {
+			t.Errorf("logout deleted %d sessions, want 1", st.Deletes-before.Deletes)
+		}
+		wantContains(t, "the cookie from before the logout", f.replay(t, loggedIn), visits("1"), anonymous)
+		wantContains(t, "back on the start page", c.page("/"), visits("1"), anonymous)
+	})
+}
+
+// event is one server-sent event of /events.
+type event struct {
+	N       int    `json:"n"`
+	User    string `json:"user"`
+	Visits  int    `json:"visits"`
+	Streams int    `json:"streams"`
+}
+
+// The event stream reads the session while it is flushed, and its response
+// carries the session cookie.
+func TestExampleEvents(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+		f := serve(t, b, true, false)
+		c := f.client(t)
+		c.post("/login", url.Values{"name": {"ada"}})
+
+		for stream := 1; stream <= 2; stream++ {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, f.srv.URL+"/events", nil)
+			resp, err := c.c.Do(req) // returns at the first flush, with the headers
 			if err != nil {
 				t.Fatal(err)
 			}
-			if resp.Header.Get("Set-Cookie") == "" || resp.Header.Get("Content-Type") != "text/event-stream" {
-				t.Errorf("events headers: %v", resp.Header)
+			if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
+				t.Fatalf("GET /events: %d, Content-Type %q", resp.StatusCode, ct)
 			}
+			// The stream counter changed, so the session was saved at the
+			// first flush and the cookie went out with the headers.
+			if !slices.ContainsFunc(resp.Cookies(), func(ck *http.Cookie) bool { return ck.Name == pgsession.DefaultCookieName && ck.Value != "" }) {
+				t.Errorf("stream %d: no session cookie in %q", stream, resp.Header["Set-Cookie"])
+			}
+			var events []event
+			var ended bool
 			sc := bufio.NewScanner(resp.Body)
-			var events []string
 			for sc.Scan() {
-				if line, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-					events = append(events, line)
+				switch line := sc.Text(); {
+				case line == "event: end":
+					ended = true
+				case strings.HasPrefix(line, "data: ") && !ended:
+					var ev event
+					if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev); err != nil {
+						t.Fatalf("event %q: %v", line, err)
+					}
+					events = append(events, ev)
 				}
 			}
 			resp.Body.Close()
-			if len(events) != 3 || !strings.Contains(events[2], `"user":"ada"`) {
-				t.Errorf("events %q", events)
+			if err := sc.Err(); err != nil {
+				t.Fatal(err)
 			}
-
-			// The health check neither writes nor sets a cookie.
-			resp, err = c.Get(srv.URL + "/healthz")
-			if b := body(t, resp, err); b != "ok\n" || resp.Header.Get("Set-Cookie") != "" {
-				t.Errorf("healthz: %q, Set-Cookie %q", b, resp.Header.Get("Set-Cookie"))
+			want := make([]event, eventCount)
+			for i := range want {
+				want[i] = event{N: i + 1, User: "ada", Visits: 1, Streams: stream}
 			}
-
-			got = post(t, c, srv.URL+"/logout", nil)
-			if !strings.Contains(got, "Not logged in") || !strings.Contains(got, "Visits in this session: 1") {
-				t.Fatalf("after logout: %s", got)
+			if !slices.Equal(events, want) || !ended {
+				t.Errorf("stream %d: events %+v (ended %v), want %+v and an end event", stream, events, ended, want)
 			}
-		})
-	}
+		}
+	})
 }
 
-func TestExampleLogoutEverywhere(t *testing.T) {
-	for name, newBackend := range pgtest.Backends() {
-		t.Run(name, func(t *testing.T) {
-			srv, _ := server(t, newBackend(t))
-			phone, laptop := browser(t, srv), browser(t, srv)
-			post(t, phone, srv.URL+"/login", url.Values{"name": {"ada"}})
-			got := post(t, laptop, srv.URL+"/login", url.Values{"name": {"ada"}})
-			if n := strings.Count(got, "<li>created"); n != 2 {
-				t.Fatalf("lists %d sessions, want 2", n)
-			}
-			post(t, laptop, srv.URL+"/logout-everywhere", nil)
-			for _, c := range []*http.Client{phone, laptop} {
-				if got := get(t, c, srv.URL); !strings.Contains(got, "Not logged in") {
-					t.Errorf("still logged in: %s", got)
+// The health check freezes the session: a probe that carries a session
+// cookie writes nothing and gets no cookie, even when any other request
+// would have written the access time.
+func TestExampleHealthzSetsNoCookie(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+		f := serve(t, b, true, false)
+		c := f.client(t)
+		c.post("/login", url.Values{"name": {"ada"}})
+		f.clock.Advance(pgsession.DefaultTimeoutResolution + time.Minute) // the access time is now stale
+
+		before := f.m.Stats()
+		resp, body := c.do(http.MethodGet, "/healthz", nil, nil)
+		if resp.StatusCode != http.StatusOK || body != "ok\n" {
+			t.Fatalf("healthz: %d %q", resp.StatusCode, body)
+		}
+		if sc := resp.Header["Set-Cookie"]; len(sc) != 0 {
+			t.Errorf("healthz set cookies %q", sc)
+		}
+		want := before
+		want.Loads++ // the session is read, and nothing else happens
+		if after := f.m.Stats(); after != want {
+			t.Errorf("healthz changed the stats beyond one load: before %+v, after %+v", before, after)
+		}
+		// Anonymous probes create nothing either.
+		resp, _ = f.client(t).do(http.MethodGet, "/healthz", nil, nil)
+		if sc := resp.Header["Set-Cookie"]; len(sc) != 0 {
+			t.Errorf("anonymous healthz set cookies %q", sc)
+		}
+		// The same kind of request without the freeze does write.
+		resp, _ = c.do(http.MethodGet, "/logged-out", nil, nil)
+		if st := f.m.Stats(); st.Updates != before.Updates+1 || len(resp.Header["Set-Cookie"]) == 0 {
+			t.Errorf("an unfrozen read after the resolution: %d updates, Set-Cookie %q; want 1 update and a cookie",
+				st.Updates-before.Updates, resp.Header["Set-Cookie"])
+		}
+	})
+}
+
+// State-changing routes refuse cross-origin requests (CSRF) before the
+// session is loaded.
+func TestExampleRefusesCrossOriginPost(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+		f := serve(t, b, true, false)
+		victim := f.client(t)
+		victim.post("/login", url.Values{"name": {"ada"}})
+
+		for _, path := range []string{"/login", "/logout", "/logout-everywhere"} {
+			for _, hdr := range []http.Header{
+				{"Sec-Fetch-Site": {"cross-site"}},
+				{"Sec-Fetch-Site": {"same-site"}}, // a sibling subdomain is another origin
+				{"Origin": {"https://evil.example"}},
+			} {
+				before := f.m.Stats()
+				// The victim's browser, sent by another site's form: the
+				// session cookie goes along.
+				resp, body := victim.do(http.MethodPost, path, url.Values{"name": {"mallory"}}, hdr)
+				if resp.StatusCode != http.StatusForbidden || len(resp.Header["Set-Cookie"]) != 0 {
+					t.Errorf("POST %s with %v: %d %q, Set-Cookie %q; want 403 and no cookie", path, hdr, resp.StatusCode, body, resp.Header["Set-Cookie"])
+				}
+				if after := f.m.Stats(); after != before {
+					t.Errorf("POST %s with %v reached the session store: %+v, then %+v", path, hdr, before, after)
 				}
 			}
-		})
-	}
+		}
+		wantContains(t, "after the refused requests", victim.page("/"), "Logged in as <b>ada</b>")
+	})
 }
 
-// State-changing routes refuse cross-origin requests (CSRF).
-func TestExampleRefusesCrossOriginPost(t *testing.T) {
-	srv, m := server(t, pgsession.NewMemoryBackend())
-	for _, hdr := range []http.Header{
-		{"Sec-Fetch-Site": {"cross-site"}},
-		{"Origin": {"https://evil.example"}},
-	} {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/login", strings.NewReader("name=mallory"))
-		req.Header = hdr
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		resp, err := srv.Client().Do(req)
-		if err != nil {
+// A user can end all of their sessions at once.
+func TestExampleLogoutEverywhere(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+		f := serve(t, b, true, false)
+		phone, laptop := f.client(t), f.client(t)
+		phone.post("/login", url.Values{"name": {"ada"}})
+		body := laptop.post("/login", url.Values{"name": {"ada"}})
+		if n := strings.Count(body, "<li>started"); n != 2 {
+			t.Fatalf("lists %d sessions, want 2", n)
+		}
+		wantContains(t, "after logging out everywhere", laptop.post("/logout-everywhere", nil), "You are logged out.")
+		for _, c := range []*client{phone, laptop} {
+			wantContains(t, "afterwards", c.page("/"), anonymous)
+		}
+	})
+}
+
+// /debug/vars shows the Manager's statistics through expvar, and nothing
+// is shared between two apps in one process.
+func TestExampleStats(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+		f := serve(t, b, true, false)
+		other := serve(t, pgsession.NewMemoryBackend(), true, false) // a second app: no expvar clash
+		c := f.client(t)
+		c.page("/")
+		c.page("/")
+		c.post("/login", url.Values{"name": {"ada"}})
+
+		// An insert, then a load and an update per visit, a load and a
+		// rotation for the login and its page.
+		want := f.m.Stats()
+		if want != (pgsession.Stats{Loads: 3, Inserts: 1, Updates: 2, Rotations: 1}) {
+			t.Errorf("stats %+v, want 3 loads, 1 insert, 2 updates, 1 rotation", want)
+		}
+		resp, body := c.do(http.MethodGet, "/debug/vars", nil, nil)
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+			t.Fatalf("/debug/vars: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		if sc := resp.Header["Set-Cookie"]; len(sc) != 0 {
+			t.Errorf("/debug/vars set cookies %q", sc)
+		}
+		var vars map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(body), &vars); err != nil {
+			t.Fatalf("/debug/vars is not a JSON object: %v\n%s", err, body)
+		}
+		var got pgsession.Stats
+		if err := json.Unmarshal(vars[statsVar], &got); err != nil || got != want {
+			t.Errorf("/debug/vars %q = %s (%v), want %+v", statsVar, vars[statsVar], err, want)
+		}
+		if _, ok := vars["memstats"]; !ok {
+			t.Error("/debug/vars lacks expvar's memstats")
+		}
+		if _, ok := vars["cmdline"]; ok {
+			t.Error("/debug/vars shows the command line, which may hold secrets")
+		}
+		if after := f.m.Stats(); after != want {
+			t.Errorf("reading /debug/vars touched the session store: %+v, then %+v", want, after)
+		}
+
+		_, body = other.client(t).do(http.MethodGet, "/debug/vars", nil, nil)
+		if err := json.Unmarshal([]byte(body), &vars); err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Set-Cookie") != "" {
-			t.Errorf("cross-origin login with %v: %d, Set-Cookie %q; want 403 and no cookie", hdr, resp.StatusCode, resp.Header.Get("Set-Cookie"))
+		if err := json.Unmarshal(vars[statsVar], &got); err != nil || got != (pgsession.Stats{}) {
+			t.Errorf("the other app's /debug/vars shows %s (%v), want its own zero stats", vars[statsVar], err)
 		}
-	}
-	if st := m.Stats(); st.Inserts != 0 || st.Loads+st.Misses != 0 {
-		t.Errorf("refused requests reached the session store: %+v", st)
-	}
-	// The same request from the same origin is fine.
-	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/login", strings.NewReader("name=ada"))
-	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := browser(t, srv).Do(req)
-	if got := body(t, resp, err); !strings.Contains(got, "Logged in as <b>ada</b>") {
-		t.Errorf("same-origin login: %s", got)
-	}
-}
-
-// /debug/vars publishes the Manager's statistics through expvar.
-func TestExampleStats(t *testing.T) {
-	srv, m := server(t, pgsession.NewMemoryBackend())
-	publishStats(m) // as main does
-	c := browser(t, srv)
-	get(t, c, srv.URL)
-	get(t, c, srv.URL)
-	var vars struct {
-		Pgsession pgsession.Stats `json:"pgsession"`
-	}
-	if err := json.Unmarshal([]byte(get(t, c, srv.URL+"/debug/vars")), &vars); err != nil {
-		t.Fatal(err)
-	}
-	// Loads: the second visit and the /debug/vars request itself.
-	if vars.Pgsession.Inserts != 1 || vars.Pgsession.Updates != 1 || vars.Pgsession.Loads != 2 {
-		t.Errorf("stats %+v, want 1 insert, 1 update, 2 loads", vars.Pgsession)
-	}
-}
-
-func TestParseHashKeys(t *testing.T) {
-	hexKey := strings.Repeat("ab", 32)
-	keys, err := parseHashKeys(hexKey + ", " + "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=")
-	if err != nil || len(keys) != 2 || len(keys[0]) != 32 || string(keys[1]) != "abcdefghijklmnopqrstuvwxyz123456" {
-		t.Fatalf("parseHashKeys = %q, %v", keys, err)
-	}
-	for _, bad := range []string{"zz", "abcd", hexKey + ",short"} {
-		if _, err := parseHashKeys(bad); err == nil {
-			t.Errorf("parseHashKeys(%q) succeeded", bad)
-		}
-	}
-	if keys, err := parseHashKeys(" "); keys != nil || err != nil {
-		t.Errorf("empty list = %v, %v", keys, err)
-	}
+	})
 }
