@@ -72,8 +72,11 @@ const (
 	// the row no longer exists it returns ErrGone and creates nothing.
 	OpUpdate
 	// OpRotate moves the row Old to the new ID New, applying Patch and setting
-	// Created and Accessed. The old row is deleted in the same transaction. If
-	// the old row no longer exists it returns ErrGone and creates nothing.
+	// Created and Accessed; no row is left under Old. The move is one atomic
+	// step that a concurrent bulk deletion (DeleteByPrincipal) cannot miss:
+	// if the deletion matched the row under Old, the row under New is gone
+	// too. Of concurrent rotations of one row exactly one succeeds. If the
+	// old row no longer exists it returns ErrGone and creates nothing.
 	OpRotate
 	// OpDelete removes the row Old. Removing a row that does not exist is not
 	// an error.

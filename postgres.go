@@ -114,10 +114,15 @@ const (
 	sqlTouch  = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2) WHERE key_hash = $1`
 	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - COALESCE($4::text[], '{}') END,
 		accessed_at = GREATEST(accessed_at, $5), principal = CASE WHEN $6 THEN $7 ELSE principal END WHERE key_hash = $1`
-	sqlRotate = `WITH old AS (DELETE FROM {t} WHERE key_hash = $1 RETURNING data, principal)
-		INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal)
-		SELECT $2, CASE WHEN $3 THEN $4::jsonb ELSE (old.data || $4::jsonb) - COALESCE($5::text[], '{}') END, $6, $7,
-			CASE WHEN $8 THEN $9 ELSE old.principal END FROM old`
+	// A rotation moves the row to its new key in place rather than deleting
+	// it and inserting a copy: a concurrent DeleteByPrincipal that waits on
+	// the row's lock then re-checks the updated row and deletes it too, where
+	// it would not see a freshly inserted one (READ COMMITTED), and of
+	// concurrent rotations of one key exactly one finds the old key.
+	sqlRotate = `UPDATE {t} SET key_hash = $2,
+		data = CASE WHEN $3 THEN $4::jsonb ELSE (data || $4::jsonb) - COALESCE($5::text[], '{}') END,
+		created_at = $6, accessed_at = $7, principal = CASE WHEN $8 THEN $9 ELSE principal END
+		WHERE key_hash = $1`
 	sqlDelete            = `DELETE FROM {t} WHERE key_hash = $1`
 	sqlDeleteByPrincipal = `DELETE FROM {t} WHERE principal = $1`
 	sqlListByPrincipal   = `SELECT key_hash, created_at, accessed_at FROM {t} WHERE principal = $1 ORDER BY accessed_at DESC`

@@ -124,6 +124,77 @@ func testExtras(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
 		}
 	})
 
+	t.Run("log out everywhere beats concurrent rotations", func(t *testing.T) {
+		h := setup(t, func(c *pgsession.Config) { c.PrincipalKey = "user_id" })
+		if _, ok := h.backend.Backend.(pgsession.PrincipalBackend); !ok {
+			t.Skip("backend does not implement pgsession.PrincipalBackend")
+		}
+		ctx := context.Background()
+		// One client rotating in a loop, following each new cookie, while
+		// DeleteByPrincipal runs once: afterwards its newest key is dead.
+		for round := range 20 {
+			c := h.client()
+			c.do(`set:user_id:"alice"`)
+			deleted := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for {
+					select {
+					case <-deleted:
+						c.do("rotate") // one more after the deletion: it must not revive
+						return
+					default:
+					}
+					c.do("rotate")
+				}
+			}()
+			time.Sleep(time.Duration(round%5) * time.Millisecond)
+			if _, err := h.m.DeleteByPrincipal(ctx, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			close(deleted)
+			<-done
+			if r := c.do("get:user_id"); len(r.result.Get) != 0 {
+				t.Fatalf("round %d: the rotated session survived DeleteByPrincipal: %v", round, r.result.Get)
+			}
+		}
+		// Eight rotations of one key at once: exactly one wins, and a
+		// deletion racing them leaves nothing alive.
+		for round := range 10 {
+			c := h.client()
+			c.do(`set:user_id:"alice"`)
+			cookie := c.cookieHeader()
+			results := make(chan response, 8)
+			for range 8 {
+				go func() { results <- h.request(cookie, "rotate") }()
+			}
+			if round%2 == 1 {
+				if _, err := h.m.DeleteByPrincipal(ctx, "alice"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var winners []string
+			for range 8 {
+				if r := <-results; r.setCookie != nil && r.setCookie.MaxAge > 0 {
+					winners = append(winners, r.setCookie.Value)
+				}
+			}
+			alive := 0
+			for _, w := range winners {
+				if r := h.request(h.cookieName+"="+w, "get:user_id"); len(r.result.Get) != 0 {
+					alive++
+				}
+			}
+			if round%2 == 0 && (len(winners) != 1 || alive != 1) {
+				t.Fatalf("round %d: %d rotations won, %d keys alive; want exactly one", round, len(winners), alive)
+			}
+			if round%2 == 1 && alive != 0 {
+				t.Fatalf("round %d: %d keys alive after DeleteByPrincipal", round, alive)
+			}
+		}
+	})
+
 	t.Run("RotateWhen rotates on the application's own rule", func(t *testing.T) {
 		h := setup(t, func(c *pgsession.Config) {
 			c.RotateWhen = func(old, new map[string]json.RawMessage) bool { return string(old["role"]) != string(new["role"]) }
