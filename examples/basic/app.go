@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"expvar"
 	"fmt"
 	"html/template"
 	"log/slog"
@@ -30,7 +29,9 @@ const (
 	eventInterval = 200 * time.Millisecond
 )
 
-// statsVar is the name under which /debug/vars shows the Manager's Stats.
+// statsVar is the name under which /debug/vars shows the Manager's Stats,
+// in the shape of expvar's output ({"name": value}) so that tools which read
+// expvar can read it.
 const statsVar = "pgsession"
 
 // managerConfig returns the example's session configuration: defaults
@@ -48,9 +49,8 @@ func managerConfig(b pgsession.Backend, hashKeys [][]byte, insecureCookie bool, 
 
 // app is the example's handlers around one Manager.
 type app struct {
-	m     *pgsession.Manager
-	log   *slog.Logger
-	stats expvar.Var
+	m   *pgsession.Manager
+	log *slog.Logger
 }
 
 // newApp returns the example's whole handler for m. The pages run inside
@@ -59,13 +59,13 @@ type app struct {
 // /debug/vars runs outside both, so monitoring never creates or extends a
 // session.
 //
+// Only a login stores a session. Anonymous visitors read nothing from the
+// store and write nothing to it, so a crawler or a flood of requests
+// cannot fill the sessions table (see "Limits" in the README).
+//
 // It keeps no global state, so tests can build as many as they like.
 func newApp(m *pgsession.Manager, log *slog.Logger) http.Handler {
 	a := &app{m: m, log: log}
-	// An expvar.Func, but not published: expvar's registry is process-wide
-	// and panics on a second Publish of a name, and it would tie
-	// /debug/vars to one Manager. The handler below adds it instead.
-	a.stats = expvar.Func(func() any { return m.Stats() })
 
 	pages := http.NewServeMux()
 	pages.HandleFunc("GET /{$}", a.home)
@@ -86,9 +86,9 @@ var homePage = template.Must(template.New("home").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pgsession example</title></head>
 <body>
 <h1>pgsession example</h1>
-<p id="visits">Visits in this session: {{.Visits}}</p>
 {{if .User}}
 <p id="user">Logged in as <b>{{.User}}</b></p>
+<p id="visits">Visits in this session: {{.Visits}}</p>
 <form method="post" action="/logout"><button id="logout">Log out</button></form>
 <h2>Your sessions</h2>
 <ul id="sessions">{{range .Sessions}}
@@ -123,7 +123,10 @@ document.getElementById("stream").onclick = () => {
 </body></html>
 `))
 
-// home counts the visit and shows who is logged in.
+// home shows who is logged in and counts their visits. It writes to the
+// session only for a logged-in user: an anonymous visitor has no session,
+// and giving every visitor one would store a row per visitor (a crawler, a
+// flood of requests) until the janitor removes it.
 func (a *app) home(w http.ResponseWriter, r *http.Request) {
 	s := pgsession.FromContext(r.Context())
 	var data struct {
@@ -131,20 +134,20 @@ func (a *app) home(w http.ResponseWriter, r *http.Request) {
 		User     string
 		Sessions []pgsession.SessionInfo
 	}
-	if _, err := s.Get(visitsKey, &data.Visits); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	data.Visits++
-	if err := s.Set(visitsKey, data.Visits); err != nil {
-		a.fail(w, r, err)
-		return
-	}
 	if _, err := s.Get(userKey, &data.User); err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	if data.User != "" {
+		if _, err := s.Get(visitsKey, &data.Visits); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		data.Visits++
+		if err := s.Set(visitsKey, data.Visits); err != nil {
+			a.fail(w, r, err)
+			return
+		}
 		var err error
 		if data.Sessions, err = a.m.ListByPrincipal(r.Context(), data.User); err != nil {
 			a.fail(w, r, err)
@@ -158,8 +161,9 @@ func (a *app) home(w http.ResponseWriter, r *http.Request) {
 }
 
 // login stores the user and rotates the session key, so a key planted
-// before the login (session fixation) is worth nothing after it. A real
-// application checks a password first; this example trusts the name.
+// before the login (session fixation) is worth nothing after it. This is
+// where a session is created: the first write to the store for a visitor.
+// A real application checks a password first; this example trusts the name.
 func (a *app) login(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimSpace(r.PostFormValue("name"))
 	if name == "" || len(name) > 64 {
@@ -224,18 +228,23 @@ func (a *app) loggedOut(w http.ResponseWriter, r *http.Request) {
 // session cookie leaves with the response headers even though the response
 // is never complete until the stream ends. Changes after that first Flush
 // would fail with pgsession.ErrAlreadySaved, so the handler makes its one
-// change (counting the stream) before it starts writing.
+// change (counting the stream, for a logged-in user only) before it starts
+// writing.
 func (a *app) events(w http.ResponseWriter, r *http.Request) {
 	s := pgsession.FromContext(r.Context())
+	var user string
 	var streams int
-	if _, err := s.Get(streamsKey, &streams); err != nil {
+	_, err1 := s.Get(userKey, &user)
+	_, err2 := s.Get(streamsKey, &streams)
+	if err := errors.Join(err1, err2); err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	streams++
-	if err := s.Set(streamsKey, streams); err != nil {
-		a.fail(w, r, err)
-		return
+	if user != "" {
+		if err := s.Set(streamsKey, streams+1); err != nil {
+			a.fail(w, r, err)
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
@@ -288,29 +297,22 @@ func (a *app) healthz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// vars serves what expvar.Handler serves (memstats and anything the
-// program published) plus this Manager's Stats under "pgsession". It
-// leaves out expvar's "cmdline": the command line may hold -hash-key or a
-// -database-url with a password. Publish /debug/vars only where your
-// monitoring can reach it, not to the internet.
+// vars serves this Manager's Stats as {"pgsession": {...}}, and nothing
+// else. It is not expvar.Handler, which also publishes the process's
+// command line (where a -database-url may hold a password), its memory
+// statistics and whatever any imported package published. Importing
+// expvar at all would also add that handler to http.DefaultServeMux. Even
+// so, serve /debug/vars only where your monitoring can reach it, not to the
+// internet.
 func (a *app) vars(w http.ResponseWriter, r *http.Request) {
+	body, err := json.Marshal(map[string]pgsession.Stats{statsVar: a.m.Stats()})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	var b strings.Builder
-	b.WriteString("{\n")
-	expvar.Do(func(kv expvar.KeyValue) {
-		if kv.Key == "cmdline" || kv.Key == statsVar {
-			return
-		}
-		fmt.Fprintf(&b, "%s: %s,\n", jsonString(kv.Key), kv.Value)
-	})
-	fmt.Fprintf(&b, "%s: %s\n}\n", jsonString(statsVar), a.stats)
-	_, _ = w.Write([]byte(b.String()))
-}
-
-// jsonString returns s as a JSON string.
-func jsonString(s string) []byte {
-	b, _ := json.Marshal(s) // cannot fail for a string
-	return b
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(append(body, '\n'))
 }
 
 // fail logs err and answers 500. Session errors are bugs or an unavailable

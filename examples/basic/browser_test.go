@@ -144,7 +144,7 @@ func (b *browser) sessionCookie() *network.Cookie {
 	}
 	var found *network.Cookie
 	for _, c := range res.Cookies {
-		if c.Name == pgsession.DefaultCookieName {
+		if isSessionCookie(c.Name) {
 			if found != nil {
 				b.t.Fatalf("two session cookies: %+v and %+v", found, c)
 			}
@@ -154,10 +154,17 @@ func (b *browser) sessionCookie() *network.Cookie {
 	return found
 }
 
+// login types name into the start page's form and submits it.
+func (b *browser) login(name string) {
+	b.t.Helper()
+	b.do("type the name", chromedp.SendKeys(chromedp.ID("name"), name))
+	b.submit("login", "/")
+}
+
 // TestBrowser drives the example in headless Chromium the way `go run
 // ./examples/basic` serves it: plain HTTP on 127.0.0.1, Secure cookie. It
-// logs in through the form, reloads, streams events, logs out, and checks
-// what the browser itself stored.
+// visits anonymously, logs in through the form, reloads, streams events,
+// logs out, and checks what the browser itself stored.
 func TestBrowser(t *testing.T) {
 	b := startBrowser(t)
 	f := serve(t, pgsession.NewMemoryBackend(), false, false)
@@ -165,37 +172,41 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("httptest serves %s, want http://127.0.0.1", f.srv.URL)
 	}
 
+	// An anonymous visit stores nothing, here or on the server.
 	b.open(f.srv.URL)
-	if v, u := b.text("visits"), b.text("user"); v != "Visits in this session: 1" || u != "Not logged in" {
-		t.Fatalf("first page: %q, %q", v, u)
+	b.open(f.srv.URL)
+	if u := b.text("user"); u != "Not logged in" {
+		t.Fatalf("first page: %q", u)
 	}
-	// Chromium keeps a Secure cookie over http:// on a loopback address.
-	anon := b.sessionCookie()
-	if anon == nil {
-		t.Fatal("the browser stored no session cookie from http://127.0.0.1")
+	if c := b.sessionCookie(); c != nil {
+		t.Errorf("an anonymous visit stored a session cookie: %+v", c)
 	}
-	if !anon.HTTPOnly || !anon.Secure || anon.SameSite != network.CookieSameSiteLax || anon.Path != "/" || anon.Domain != "127.0.0.1" || anon.Session {
-		t.Errorf("stored cookie %+v: want HttpOnly, Secure, SameSite=Lax, Path=/, host 127.0.0.1, persistent", anon)
-	}
-	if exp := time.Unix(int64(anon.Expires), 0); exp.Before(time.Now().Add(pgsession.DefaultIdleTimeout - time.Hour)) {
-		t.Errorf("cookie expires at %v, want about %v from now", exp, pgsession.DefaultIdleTimeout)
+	if st := f.m.Stats(); st != (pgsession.Stats{}) {
+		t.Errorf("anonymous visits reached the session store: %+v", st)
 	}
 
-	// Log in through the form.
-	b.do("type the name", chromedp.SendKeys(chromedp.ID("name"), "ada"))
-	b.submit("login", "/")
-	if v, u := b.text("visits"), b.text("user"); v != "Visits in this session: 2" || u != "Logged in as ada" {
+	// Log in through the form. Chromium keeps a Secure cookie over
+	// http:// on a loopback address.
+	b.login("ada")
+	if v, u := b.text("visits"), b.text("user"); v != "Visits in this session: 1" || u != "Logged in as ada" {
 		t.Errorf("after login: %q, %q", v, u)
 	}
 	loggedIn := b.sessionCookie()
-	if loggedIn == nil || loggedIn.Value == anon.Value {
-		t.Fatalf("login left the stored cookie %+v", loggedIn)
+	if loggedIn == nil {
+		t.Fatal("the browser stored no session cookie from http://127.0.0.1")
 	}
-	// The key changed: the cookie from before the login leads nowhere now.
-	wantContains(t, "the cookie from before the login", f.replay(t, anon.Value), visits("1"), anonymous)
+	if !loggedIn.HTTPOnly || !loggedIn.Secure || loggedIn.SameSite != network.CookieSameSiteLax || loggedIn.Path != "/" || loggedIn.Domain != "127.0.0.1" || loggedIn.Session {
+		t.Errorf("stored cookie %+v: want HttpOnly, Secure, SameSite=Lax, Path=/, host 127.0.0.1, persistent", loggedIn)
+	}
+	if exp := time.Unix(int64(loggedIn.Expires), 0); exp.Before(time.Now().Add(pgsession.DefaultIdleTimeout - time.Hour)) {
+		t.Errorf("cookie expires at %v, want about %v from now", exp, pgsession.DefaultIdleTimeout)
+	}
+	if st := f.m.Stats(); st.Inserts != 1 {
+		t.Errorf("login stored %d sessions, want 1", st.Inserts)
+	}
 
 	b.do("reload", chromedp.Reload())
-	if v, u := b.text("visits"), b.text("user"); v != "Visits in this session: 3" || u != "Logged in as ada" {
+	if v, u := b.text("visits"), b.text("user"); v != "Visits in this session: 2" || u != "Logged in as ada" {
 		t.Errorf("after reload: %q, %q", v, u)
 	}
 
@@ -214,18 +225,21 @@ func TestBrowser(t *testing.T) {
 	if c := b.sessionCookie(); c != nil {
 		t.Errorf("the browser still stores a session cookie after logout: %+v", c)
 	}
-	wantContains(t, "the cookie from before the logout", f.replay(t, loggedIn.Value), visits("1"), anonymous)
+	wantContains(t, "the cookie from before the logout", f.replay(t, &http.Cookie{Name: loggedIn.Name, Value: loggedIn.Value}), anonymous)
 
-	b.do("back to the start page", chromedp.Click(chromedp.ID("home")), chromedp.WaitVisible(chromedp.ID("visits")))
-	if v, u := b.text("visits"), b.text("user"); v != "Visits in this session: 1" || u != "Not logged in" {
-		t.Errorf("start page after logout: %q, %q", v, u)
+	b.do("back to the start page", chromedp.Click(chromedp.ID("home")), chromedp.WaitVisible(chromedp.ID("name")))
+	if u := b.text("user"); u != "Not logged in" {
+		t.Errorf("start page after logout: %q", u)
+	}
+	if c := b.sessionCookie(); c != nil {
+		t.Errorf("the start page after logout stored a session cookie: %+v", c)
 	}
 }
 
 // TestBrowserSecureCookieNeedsLoopbackOrHTTPS checks what the example's
 // documentation and startup warning say: over plain HTTP to a host that is
-// not loopback, Chromium drops the Secure cookie, so the login would be
-// forgotten, and -insecure-cookie makes it work.
+// not loopback, Chromium drops the Secure cookie, so the login is
+// forgotten at once, and -insecure-cookie makes it work.
 func TestBrowserSecureCookieNeedsLoopbackOrHTTPS(t *testing.T) {
 	const host = "pgsession-example.test" // resolved to 127.0.0.1 by the browser alone
 	b := startBrowser(t, chromedp.Flag("host-resolver-rules", "MAP "+host+" 127.0.0.1"))
@@ -234,13 +248,13 @@ func TestBrowserSecureCookieNeedsLoopbackOrHTTPS(t *testing.T) {
 		u, _ := url.Parse(f.srv.URL)
 		u.Host = host + ":" + u.Port()
 		b.open(u.String())
-		b.open(u.String())
-		v, c := b.text("visits"), b.sessionCookie()
+		b.login("ada")
+		who, c := b.text("user"), b.sessionCookie()
 		switch {
-		case !insecure && (v != "Visits in this session: 1" || c != nil):
-			t.Errorf("Secure cookie over http://%s: second visit shows %q, stored cookie %+v; want 1 and none", host, v, c)
-		case insecure && (v != "Visits in this session: 2" || c == nil || c.Secure):
-			t.Errorf("-insecure-cookie over http://%s: second visit shows %q, stored cookie %+v; want 2 and a cookie without Secure", host, v, c)
+		case !insecure && (who != "Not logged in" || c != nil):
+			t.Errorf("Secure cookie over http://%s: after login the page shows %q, stored cookie %+v; want not logged in and none", host, who, c)
+		case insecure && (who != "Logged in as ada" || c == nil || c.Secure):
+			t.Errorf("-insecure-cookie over http://%s: after login the page shows %q, stored cookie %+v; want logged in and a cookie without Secure", host, who, c)
 		}
 	}
 }

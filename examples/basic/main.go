@@ -1,34 +1,51 @@
-// Command basic is a small web app on pgsession: a visit counter, login and
-// logout with key rotation, "log out all my devices", server-sent events
-// that read the session while the response streams, a health check that
-// freezes the session, and the session statistics at /debug/vars.
+// Command basic is a small web app on pgsession: login and logout with key
+// rotation, a visit counter for logged-in users, "log out all my devices",
+// server-sent events that read the session while the response streams, a
+// health check that freezes the session, and the session statistics at
+// /debug/vars. Anonymous visitors get no session: only a login stores one,
+// and a janitor (RunCleanup) removes expired sessions every 15 minutes.
 //
 //	go run ./examples/basic                                   # memory backend
-//	go run ./examples/basic -database-url 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
+//	DATABASE_URL='postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' go run ./examples/basic
 //
 // then open http://127.0.0.1:8080.
 //
 // Flags (each has an environment variable; the flag wins):
 //
-//	-addr             listen address (default 127.0.0.1:8080)
-//	-database-url     PostgreSQL URL, $DATABASE_URL; empty: the memory backend
-//	-hash-key         $SESSION_HASH_KEY: comma-separated hash keys
-//	-insecure-cookie  drop the cookie's Secure attribute (see below)
+//	-addr               listen address (default 127.0.0.1:8080)
+//	-database-url       PostgreSQL URL without a password, $DATABASE_URL; empty: the memory backend
+//	-database-url-file  file holding the PostgreSQL URL, $DATABASE_URL_FILE
+//	-hash-key-file      file holding the hash keys, $SESSION_HASH_KEY_FILE
+//	-insecure-cookie    drop the cookie's Secure attribute (see below)
+//
+// The hash keys can also come from $SESSION_HASH_KEY itself.
 //
 // With no database URL the app keeps sessions in memory and says so; they
 // end with the process. With one, it connects with lib/pq, creates or
 // checks the "sessions" table (Migrate) and keeps sessions there.
 //
+// # Secrets
+//
+// The hash keys and a database password are secrets, so the app takes them
+// only from the environment or from a file (a Kubernetes or Docker secret,
+// a systemd credential), never from a flag: a command line is visible to
+// every user of the machine (ps, /proc/PID/cmdline) and often ends up in
+// logs. It refuses a -database-url that holds a password; put the password
+// in $DATABASE_URL, in -database-url-file, or in $PGPASSWORD or ~/.pgpass
+// (which lib/pq reads). The app never prints a secret: flags' defaults are
+// empty, logs and errors show database URLs with the password replaced by
+// "xxxxx", errors about a hash key give its position, not its text, and
+// /debug/vars shows the session statistics only.
+//
 // # Hash keys
 //
 // Each key is hex or base64 (hex is tried first) and at least 32 bytes,
-// for example from "openssl rand -hex 32". A comma-separated list rotates
-// the secret: the first key signs new cookies and every key verifies, so
-// put a new key first and drop the old one once its cookies have expired.
-// Prefer the environment variable to the flag: a command line is visible
-// to every user of the machine. With no key at all the app makes a random
-// one and warns that sessions will not survive a restart, which is fine
-// for a try-out and wrong for anything else.
+// for example from "openssl rand -hex 32". A comma-separated (or, in a
+// file, newline-separated) list rotates the secret: the first key signs
+// new cookies and every key verifies, so put a new key first and drop the
+// old one once its cookies have expired. With no key at all the app makes
+// a random one and warns that sessions will not survive a restart, which
+// is fine for a try-out and wrong for anything else.
 //
 // # Secure cookies over plain HTTP
 //
@@ -61,6 +78,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -88,14 +107,24 @@ func main() {
 const cleanupInterval = 15 * time.Minute
 
 // run parses args (reading unset settings through getenv), serves until ctx
-// ends, then shuts down gracefully.
+// ends, then shuts down gracefully. The error it returns never holds a
+// secret it was given.
 func run(ctx context.Context, log *slog.Logger, args []string, getenv func(string) string) error {
+	var sec secrets
+	err := runApp(ctx, log, args, getenv, &sec)
+	return sec.scrub(err)
+}
+
+// runApp is run, recording in sec each secret it reads so that run can
+// scrub them from the error.
+func runApp(ctx context.Context, log *slog.Logger, args []string, getenv func(string) string, sec *secrets) error {
 	fs := flag.NewFlagSet("basic", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen `address`")
 	// Defaults stay empty, not the environment's values, so -help never
 	// prints a password or a hash key.
-	dbURL := fs.String("database-url", "", "PostgreSQL `URL` (default $DATABASE_URL); none: the memory backend")
-	hashKeyList := fs.String("hash-key", "", "comma-separated hash `keys`, hex or base64, 32 bytes or more each; the first signs, all verify (default $SESSION_HASH_KEY)")
+	dbURL := fs.String("database-url", "", "PostgreSQL `URL` without a password (default $DATABASE_URL); none: the memory backend")
+	dbURLFile := fs.String("database-url-file", "", "`file` holding the PostgreSQL URL (default $DATABASE_URL_FILE)")
+	hashKeyFile := fs.String("hash-key-file", "", "`file` holding the hash keys, hex or base64, 32 bytes or more each, one per line or comma-separated; the first signs, all verify (default $SESSION_HASH_KEY_FILE, else the keys in $SESSION_HASH_KEY)")
 	insecure := fs.Bool("insecure-cookie", false, "drop the cookie's Secure attribute, for plain HTTP to a host other than localhost or loopback (or for Safari)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -103,29 +132,41 @@ func run(ctx context.Context, log *slog.Logger, args []string, getenv func(strin
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if *dbURL == "" {
-		*dbURL = getenv("DATABASE_URL")
-	}
-	if *hashKeyList == "" {
-		*hashKeyList = getenv("SESSION_HASH_KEY")
+	if *dbURL != "" {
+		// It is on the command line already; scrub it from errors anyway.
+		sec.addDSN(*dbURL)
+		if hasPassword(*dbURL) {
+			return errors.New("-database-url holds a password, which every user of the machine can read from the command line: " +
+				"use $DATABASE_URL, -database-url-file, $PGPASSWORD or ~/.pgpass instead")
+		}
 	}
 
-	keys, err := parseHashKeys(*hashKeyList)
+	dsn, err := setting(*dbURL, *dbURLFile, getenv, "DATABASE_URL")
+	if err != nil {
+		return err
+	}
+	sec.addDSN(dsn)
+	keyList, err := setting("", *hashKeyFile, getenv, "SESSION_HASH_KEY")
+	if err != nil {
+		return err
+	}
+	sec.addKeys(keyList)
+	keys, err := parseHashKeys(keyList)
 	if err != nil {
 		return err
 	}
 	if keys == nil {
 		keys = [][]byte{randomKey()}
-		log.Warn("no -hash-key or $SESSION_HASH_KEY: signing cookies with a random key, so sessions will not survive a restart; " +
+		log.Warn("no $SESSION_HASH_KEY or -hash-key-file: signing cookies with a random key, so sessions will not survive a restart; " +
 			"set SESSION_HASH_KEY to the output of `openssl rand -hex 32` to keep them")
 	}
 
 	var backend pgsession.Backend
-	if *dbURL == "" {
+	if dsn == "" {
 		backend = pgsession.NewMemoryBackend()
 		log.Info("using the memory backend: sessions live in this process only and end with it; give -database-url or $DATABASE_URL for PostgreSQL")
 	} else {
-		db, err := openPostgres(ctx, *dbURL)
+		db, err := openPostgres(ctx, dsn)
 		if err != nil {
 			return err
 		}
@@ -136,7 +177,7 @@ func run(ctx context.Context, log *slog.Logger, args []string, getenv func(strin
 		}
 		defer pg.Close()
 		backend = pg
-		log.Info("using PostgreSQL", "database", redactURL(*dbURL), "table", pgsession.DefaultTable)
+		log.Info("using PostgreSQL", "database", redactURL(dsn), "table", pgsession.DefaultTable)
 	}
 
 	m, err := pgsession.New(managerConfig(backend, keys, *insecure, log))
@@ -152,6 +193,8 @@ func run(ctx context.Context, log *slog.Logger, args []string, getenv func(strin
 			"serve HTTPS, or pass -insecure-cookie on a trusted network")
 	}
 
+	// The janitor: expired sessions are ignored by requests, but only a
+	// sweep removes their rows (or, in memory, their entries).
 	cleanupCtx, stopCleanup := context.WithCancel(ctx)
 	cleanupDone := make(chan struct{})
 	go func() {
@@ -211,15 +254,17 @@ func newPostgresBackend(ctx context.Context, db *sqlx.DB, opts ...pgsession.Post
 	return b, nil
 }
 
-// parseHashKeys reads a comma-separated list of hex or base64 keys of at
-// least pgsession.MinHashKeyLength bytes each. It returns nil for an empty
-// list. Errors name the position of a bad key, never its text.
+// parseHashKeys reads a list of hex or base64 keys of at least
+// pgsession.MinHashKeyLength bytes each, separated by commas or newlines.
+// It returns nil for an empty list. Errors name the position of a bad key,
+// never its text.
 func parseHashKeys(list string) ([][]byte, error) {
-	if strings.TrimSpace(list) == "" {
+	list = strings.TrimSpace(strings.ReplaceAll(list, "\r\n", "\n"))
+	if list == "" {
 		return nil, nil
 	}
 	var keys [][]byte
-	for i, s := range strings.Split(list, ",") {
+	for i, s := range strings.Split(strings.ReplaceAll(list, "\n", ","), ",") {
 		k, ok := decodeKey(strings.TrimSpace(s))
 		switch {
 		case !ok:
@@ -272,4 +317,109 @@ func redactURL(dsn string) string {
 		return "(connection string)"
 	}
 	return u.Redacted()
+}
+
+// setting returns a secret setting: value if a flag gave it, else the
+// contents of file (a flag), else of the file named by $NAME_FILE, else
+// $NAME. A file's surrounding white space is dropped. Errors name the file,
+// never its contents.
+func setting(value, file string, getenv func(string) string, name string) (string, error) {
+	switch {
+	case value != "" && file != "":
+		return "", fmt.Errorf("give either the %s setting or its file, not both", name)
+	case value != "":
+		return value, nil
+	case file == "":
+		file = getenv(name + "_FILE")
+	}
+	if file == "" {
+		return getenv(name), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", name, err) // the path, not the contents
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// secrets are the secret strings run has read, to be removed from its
+// error: a driver or net/url error may quote a whole connection string.
+type secrets struct {
+	list []string
+}
+
+// addDSN records a database URL or key=value connection string and the
+// password it holds, if any.
+func (s *secrets) addDSN(dsn string) {
+	s.add(dsn)
+	s.add(dsnPassword(dsn))
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		s.add(u.String()) // as net/url prints it
+		p, _ := u.User.Password()
+		s.add(p) // unescaped
+	}
+}
+
+// addKeys records each key of a hash key list.
+func (s *secrets) addKeys(list string) {
+	s.add(list)
+	for _, k := range strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
+		s.add(strings.TrimSpace(k))
+	}
+}
+
+func (s *secrets) add(v string) {
+	if v != "" {
+		s.list = append(s.list, v)
+	}
+}
+
+// scrub returns err with every recorded secret replaced by "xxxxx", or err
+// itself if it holds none. The longest secrets go first, so a password is
+// not half-replaced as part of a shorter one.
+func (s *secrets) scrub(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	list := slices.Clone(s.list)
+	slices.SortFunc(list, func(a, b string) int { return len(b) - len(a) })
+	clean := msg
+	for _, v := range list {
+		clean = strings.ReplaceAll(clean, v, "xxxxx")
+	}
+	if clean == msg {
+		return err
+	}
+	return errors.New(clean)
+}
+
+// hasPassword reports whether a database URL or connection string holds a
+// password.
+func hasPassword(dsn string) bool { return dsnPassword(dsn) != "" }
+
+// keyValuePassword matches the password of a key=value connection string,
+// quoted or not.
+var keyValuePassword = regexp.MustCompile(`(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
+
+// dsnPassword returns the password of a database URL or key=value
+// connection string, or "". It also finds the password of a URL that
+// net/url cannot parse, since errors quote those whole.
+func dsnPassword(dsn string) string {
+	if m := keyValuePassword.FindStringSubmatch(dsn); m != nil && !strings.Contains(dsn, "://") {
+		return strings.Trim(m[1], "'")
+	}
+	_, rest, ok := strings.Cut(dsn, "://")
+	if !ok {
+		return ""
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	i := strings.LastIndex(rest, "@")
+	if i < 0 {
+		return ""
+	}
+	_, pass, _ := strings.Cut(rest[:i], ":")
+	return pass
 }
