@@ -34,6 +34,13 @@ func TestNewValidatesConfig(t *testing.T) {
 		}, "SameSite=None"},
 		{"__Host- prefix rules", func(c *pgsession.Config) { c.Cookie.Name, c.Cookie.Path = "__Host-sid", "/app" }, "__Host-"},
 		{"__Secure- prefix rules", func(c *pgsession.Config) { c.Cookie.Name, c.Cookie.Insecure = "__Secure-sid", true }, "__Secure-"},
+		// Browsers match prefixes in any case and drop cookies that break them.
+		{"__HOST- in another case", func(c *pgsession.Config) { c.Cookie.Name, c.Cookie.Insecure = "__HOST-x", true }, "__Host-"},
+		{"__secure- in another case", func(c *pgsession.Config) { c.Cookie.Name, c.Cookie.Insecure = "__secure-x", true }, "__Secure-"},
+		{"indicator __Host- with a Domain", func(c *pgsession.Config) { c.Cookie.IndicatorName, c.Cookie.Domain = "__Host-ind", "example.com" }, "IndicatorName"},
+		{"indicator __Secure- when Insecure", func(c *pgsession.Config) { c.Cookie.IndicatorName, c.Cookie.Insecure = "__Secure-ind", true }, "IndicatorName"},
+		{"indicator named like the cookie", func(c *pgsession.Config) { c.Cookie.IndicatorName = "__host-SESSION-KEY" }, "IndicatorName must differ"},
+		{"unknown carrier", func(c *pgsession.Config) { c.Carrier = 7 }, "Carrier"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

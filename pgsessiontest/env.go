@@ -53,15 +53,12 @@ func NewEnv(t testing.TB, cfg pgsession.Config) *Env {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	e.hashKey = cfg.HashKeys[0]
-	e.cookieName = cfg.Cookie.Name
-	if e.cookieName == "" {
-		e.cookieName = pgsession.DefaultCookieName
-	}
 	m, err := pgsession.New(cfg)
 	if err != nil {
 		t.Fatalf("pgsessiontest: %v", err)
 	}
 	e.Manager = m
+	e.cookieName = m.CookieName()
 	return e
 }
 

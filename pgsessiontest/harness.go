@@ -143,7 +143,7 @@ type scriptResult struct {
 //	write (start the body)  flush (via ResponseController)  readfrom
 //	setfunc:K (an unencodable value)  status:N  nobody (write no body)
 //	deadline (SetWriteDeadline via ResponseController)  hijack (answer raw, stop)
-//	token (report pgsession.Token)
+//	token (report pgsession.Token)  cache:VALUE (set Cache-Control)
 func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 	s := pgsession.FromContext(r.Context())
 	res := scriptResult{Get: map[string]json.RawMessage{}}
@@ -192,6 +192,8 @@ func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 			_, _ = fmt.Sscan(arg, &code)
 			w.Header().Set("X-Handler", "yes")
 			w.WriteHeader(code)
+		case "cache":
+			w.Header().Set("Cache-Control", arg)
 		case "nobody":
 			body = false
 		case "token":

@@ -73,7 +73,7 @@ func newManager(b pgsession.Backend, key []byte, log *slog.Logger) (*pgsession.M
 	return pgsession.New(pgsession.Config{
 		Backend:      b,
 		HashKeys:     [][]byte{key},
-		BearerTokens: true,
+		Carrier:      pgsession.CookieOrBearer,
 		PrincipalKey: "user",
 		Logger:       log,
 	})

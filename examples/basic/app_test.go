@@ -27,6 +27,16 @@ var quiet = slog.New(slog.DiscardHandler)
 // backends returns constructors of the backends the example runs on: memory,
 // and PostgreSQL (lib/pq) in a schema of the test's own, migrated the way
 // main does it.
+// sessionCookieName is the session cookie's name in the example's
+// configuration with Secure cookies (the default).
+var sessionCookieName = func() string {
+	m, err := pgsession.New(managerConfig(pgsession.NewMemoryBackend(), [][]byte{make([]byte, 32)}, false, slog.New(slog.DiscardHandler)))
+	if err != nil {
+		panic(err)
+	}
+	return m.CookieName()
+}()
+
 func backends() map[string]func(t *testing.T) pgsession.Backend {
 	return map[string]func(t *testing.T) pgsession.Backend{
 		"memory": func(*testing.T) pgsession.Backend { return pgsession.NewMemoryBackend() },
@@ -169,7 +179,7 @@ func (c *client) post(path string, form url.Values) string {
 // cookie returns the session cookie the jar holds, or "".
 func (c *client) cookie() string {
 	for _, ck := range c.c.Jar.Cookies(c.url) {
-		if ck.Name == pgsession.DefaultCookieName {
+		if ck.Name == sessionCookieName {
 			return ck.Value
 		}
 	}
@@ -182,7 +192,7 @@ func (f *fixture) replay(t *testing.T, cookie string) string {
 	t.Helper()
 	c := *f.srv.Client()
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, f.srv.URL, nil)
-	req.AddCookie(&http.Cookie{Name: pgsession.DefaultCookieName, Value: cookie})
+	req.AddCookie(&http.Cookie{Name: sessionCookieName, Value: cookie})
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +223,7 @@ func TestExampleFlow(t *testing.T) {
 
 		resp, body := c.do(http.MethodGet, "/", nil, nil)
 		wantContains(t, "first visit", body, visits("1"), anonymous)
-		i := slices.IndexFunc(resp.Cookies(), func(ck *http.Cookie) bool { return ck.Name == pgsession.DefaultCookieName })
+		i := slices.IndexFunc(resp.Cookies(), func(ck *http.Cookie) bool { return ck.Name == sessionCookieName })
 		if i < 0 {
 			t.Fatalf("first visit set no session cookie: %v", resp.Header["Set-Cookie"])
 		}
@@ -281,7 +291,7 @@ func TestExampleEvents(t *testing.T) {
 			}
 			// The stream counter changed, so the session was saved at the
 			// first flush and the cookie went out with the headers.
-			if !slices.ContainsFunc(resp.Cookies(), func(ck *http.Cookie) bool { return ck.Name == pgsession.DefaultCookieName && ck.Value != "" }) {
+			if !slices.ContainsFunc(resp.Cookies(), func(ck *http.Cookie) bool { return ck.Name == sessionCookieName && ck.Value != "" }) {
 				t.Errorf("stream %d: no session cookie in %q", stream, resp.Header["Set-Cookie"])
 			}
 			var events []event

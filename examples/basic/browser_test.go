@@ -144,7 +144,7 @@ func (b *browser) sessionCookie() *network.Cookie {
 	}
 	var found *network.Cookie
 	for _, c := range res.Cookies {
-		if c.Name == pgsession.DefaultCookieName {
+		if c.Name == sessionCookieName || c.Name == pgsession.DefaultCookieName { // Secure, or -insecure-cookie
 			if found != nil {
 				b.t.Fatalf("two session cookies: %+v and %+v", found, c)
 			}
