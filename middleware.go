@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +21,8 @@ type Manager struct {
 	signer   signer
 	stats    counters
 	sweeping sync.Mutex // held during a cleanup sweep (RunCleanup)
+
+	insecureWarned atomic.Bool // warnInsecureTransport has logged
 }
 
 // New validates cfg, applies defaults and returns a Manager. Every error it
@@ -216,6 +219,7 @@ func (w *responseWriter) commit() bool {
 	w.committed = true
 	err := w.m.save(w.r.Context(), w.s, w.ResponseWriter.Header())
 	if err == nil {
+		w.m.warnInsecureTransport(w.r, w.ResponseWriter.Header())
 		return true
 	}
 	w.failed = err
