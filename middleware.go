@@ -46,6 +46,16 @@ func New(cfg Config) (*Manager, error) {
 // Hijack, or when next returns having written nothing. The body is never
 // buffered. If the session cannot be loaded or saved, Config.ErrorHandler
 // writes the response instead of next. A handler that panics saves nothing.
+//
+// A request that has ended when its session would be saved saves nothing
+// (no database write, no Set-Cookie): the client went away, or its deadline
+// passed. So a request cut off by http.TimeoutHandler keeps none of its
+// changes, with either placement. Outside, TimeoutHandler(m.Middleware(h)),
+// the handler's request context is the timed-out one. Inside,
+// m.Middleware(http.TimeoutHandler(h, ...)), the deadline is that of the
+// context the handler reached the session through (FromContext, RotateKey,
+// FreezeSession, Token), the 503 goes out without a cookie, and a change the
+// still-running handler makes afterwards returns ErrAlreadySaved.
 func (m *Manager) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, err := m.load(r)
@@ -117,7 +127,7 @@ func (m *Manager) keyFromRequest(r *http.Request) (key []byte, bearer, ok bool) 
 // save executes the policy's decision for s and adds the cookies to h.
 func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	c, ok := s.seal()
-	if !ok {
+	if !ok || m.discardEnded(ctx, s, c) {
 		return nil
 	}
 	d := m.p.decide(s.loaded, c, s.now)
