@@ -47,9 +47,13 @@ type Config struct {
 	AbsoluteTimeout time.Duration
 
 	// TimeoutResolution is how stale the stored access time may get before a
-	// request that changed nothing writes it again. Zero means
-	// DefaultTimeoutResolution (10m); negative disables the optimisation, so
-	// every request writes its access time. It must be smaller than
+	// request that changed nothing writes it again. Zero means the smaller of
+	// DefaultTimeoutResolution (10m) and IdleTimeout/8, so any IdleTimeout
+	// works as given: with the default 8h it is 10m, with a 5m IdleTimeout
+	// 37.5s. The eighth bounds how early a session may end (at most 12.5% of
+	// IdleTimeout) and the writes an active session costs (at most about 8
+	// per IdleTimeout). Negative disables the optimisation, so every request
+	// writes its access time. A positive value must be smaller than
 	// IdleTimeout. Because the stored time lags by up to this much, a session
 	// may expire up to TimeoutResolution earlier than IdleTimeout after the
 	// real last access.
@@ -181,7 +185,9 @@ func (c Config) resolve() (Config, error) {
 	}
 	c.IdleTimeout = orDefault(c.IdleTimeout, DefaultIdleTimeout)
 	c.AbsoluteTimeout = orDefault(c.AbsoluteTimeout, DefaultAbsoluteTimeout)
-	c.TimeoutResolution = orDefault(c.TimeoutResolution, DefaultTimeoutResolution)
+	if c.TimeoutResolution == 0 {
+		c.TimeoutResolution = defaultResolution(c.IdleTimeout)
+	}
 	if c.IdleTimeout > 0 && c.TimeoutResolution >= c.IdleTimeout {
 		return c, configError("TimeoutResolution (%v) must be smaller than IdleTimeout (%v)", c.TimeoutResolution, c.IdleTimeout)
 	}
@@ -206,6 +212,20 @@ func (c Config) resolve() (Config, error) {
 	var err error
 	c.Cookie, err = c.Cookie.resolve()
 	return c, err
+}
+
+// defaultResolution is the TimeoutResolution for an unset field: the smaller
+// of DefaultTimeoutResolution and idle/8, or -1 (write on every request) for
+// an idle timeout too short to divide.
+func defaultResolution(idle time.Duration) time.Duration {
+	if idle <= 0 {
+		return DefaultTimeoutResolution // no idle expiry: only AbsoluteTimeout
+	}
+	r := min(DefaultTimeoutResolution, idle/8)
+	if r <= 0 {
+		return -1
+	}
+	return r
 }
 
 func orDefault(d, def time.Duration) time.Duration {

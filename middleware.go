@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,8 @@ type Manager struct {
 	signer   signer
 	stats    counters
 	sweeping sync.Mutex // held during a cleanup sweep (RunCleanup)
+
+	insecureWarned atomic.Bool // warnInsecureTransport has logged
 }
 
 // New validates cfg, applies defaults and returns a Manager. Every error it
@@ -49,6 +52,16 @@ func (m *Manager) CookieName() string { return m.cfg.Cookie.Name }
 // Hijack, or when next returns having written nothing. The body is never
 // buffered. If the session cannot be loaded or saved, Config.ErrorHandler
 // writes the response instead of next. A handler that panics saves nothing.
+//
+// A request that has ended when its session would be saved saves nothing
+// (no database write, no Set-Cookie): the client went away, or its deadline
+// passed. So a request cut off by http.TimeoutHandler keeps none of its
+// changes, with either placement. Outside, TimeoutHandler(m.Middleware(h)),
+// the handler's request context is the timed-out one. Inside,
+// m.Middleware(http.TimeoutHandler(h, ...)), the deadline is that of the
+// context the handler reached the session through (FromContext, RotateKey,
+// FreezeSession, Token), the 503 goes out without a cookie, and a change the
+// still-running handler makes afterwards returns ErrAlreadySaved.
 func (m *Manager) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, err := m.load(r)
@@ -146,7 +159,7 @@ func (m *Manager) keysFromRequest(r *http.Request) (keys [][]byte, bearer bool) 
 // save executes the policy's decision for s and adds the cookies to h.
 func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	c, ok := s.seal()
-	if !ok {
+	if !ok || m.discardEnded(ctx, s, c) {
 		return nil
 	}
 	d := m.p.decide(s.loaded, c, s.now)
@@ -247,6 +260,7 @@ func (w *responseWriter) commit() bool {
 	w.committed = true
 	err := w.m.save(w.r.Context(), w.s, w.ResponseWriter.Header())
 	if err == nil {
+		w.m.warnInsecureTransport(w.r, w.ResponseWriter.Header())
 		return true
 	}
 	w.failed = err

@@ -20,9 +20,14 @@ import (
 // backend. It can create requests that already carry a session and read back
 // what a response saved.
 type Env struct {
+	// Manager is the Manager under test; wrap handlers with its Middleware.
 	Manager *pgsession.Manager
+	// Backend stores the Manager's sessions: the Config's, or a
+	// MemoryBackend. Login writes to it and Saved reads from it.
 	Backend pgsession.Backend
-	Clock   *Clock
+	// Clock is the Manager's clock; Advance it to make sessions idle or
+	// expire.
+	Clock *Clock
 
 	hashKey    []byte
 	cookieName string

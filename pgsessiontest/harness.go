@@ -30,6 +30,7 @@ type countingBackend struct {
 
 var errInjected = errors.New("pgsessiontest: injected backend failure")
 
+// Load counts the call and fails it while failLoad is set.
 func (b *countingBackend) Load(ctx context.Context, id pgsession.ID) (*pgsession.Record, error) {
 	b.loads.Add(1)
 	if b.failLoad.Load() {
@@ -38,6 +39,7 @@ func (b *countingBackend) Load(ctx context.Context, id pgsession.ID) (*pgsession
 	return b.Backend.Load(ctx, id)
 }
 
+// Apply counts the call and fails it while failApply is set.
 func (b *countingBackend) Apply(ctx context.Context, a pgsession.Action) error {
 	b.applies.Add(1)
 	if b.failApply.Load() {
