@@ -22,7 +22,7 @@ func (id ID) String() string { return hex.EncodeToString(id[:]) }
 
 // Record is a stored session as a Backend returns it from Load.
 type Record struct {
-	ID       ID
+	ID       ID                         // the ID it was loaded by (the hash of its key)
 	Data     map[string]json.RawMessage // top-level keys and their JSON values
 	Created  time.Time                  // when the session (or its current key) was created
 	Accessed time.Time                  // the last access that was written
@@ -35,8 +35,12 @@ type Patch struct {
 	// Replace means the data becomes exactly Set (the handler called Clear);
 	// otherwise Set is merged into the stored data and Delete removed from it.
 	Replace bool
-	Set     map[string]json.RawMessage
-	Delete  []string
+	// Set maps each key the request set to its new JSON value (every key,
+	// with Replace).
+	Set map[string]json.RawMessage
+	// Delete lists the keys the request removed; none of them is in Set.
+	// Empty with Replace.
+	Delete []string
 }
 
 // IsEmpty reports whether the patch leaves the stored data unchanged.
@@ -103,10 +107,10 @@ func (op Op) String() string {
 // Action is one write decided by the session policy. Backends execute actions;
 // they never decide anything themselves.
 type Action struct {
-	Op       Op
-	Old      ID // the row that was loaded (zero for a brand-new session)
-	New      ID // the row to create, for OpInsert and OpRotate
-	Patch    Patch
+	Op       Op        // what to do; see the Op constants for each one's exact semantics
+	Old      ID        // the row that was loaded (zero for a brand-new session)
+	New      ID        // the row to create, for OpInsert and OpRotate
+	Patch    Patch     // the data change, for OpInsert (Set is the whole data), OpUpdate and OpRotate
 	Created  time.Time // for OpInsert and OpRotate
 	Accessed time.Time // for OpInsert, OpUpdate and OpRotate
 
@@ -114,7 +118,10 @@ type Action struct {
 	// Otherwise an update keeps the stored principal and a rotation carries
 	// it to the new row. See Config.PrincipalKey.
 	SetPrincipal bool
-	Principal    string
+	// Principal is the row's new principal when SetPrincipal is true ("" for
+	// none); otherwise it is empty and ignored. For OpInsert it is always the
+	// new row's principal.
+	Principal string
 }
 
 // Backend stores sessions. Implementations must be safe for concurrent use.

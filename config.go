@@ -15,8 +15,12 @@ const (
 	DefaultIdleTimeout       = 8 * time.Hour
 	DefaultAbsoluteTimeout   = 30 * 24 * time.Hour
 	DefaultTimeoutResolution = 10 * time.Minute
-	DefaultCookieName        = "session-key"
-	DefaultMaxDataSize       = 64 << 10
+	// DefaultCookieName is the session cookie's base name. Unless
+	// CookieConfig.Name says otherwise, a Secure cookie with Path "/" and no
+	// Domain (the defaults) is named "__Host-session-key", another Secure
+	// cookie "__Secure-session-key", and an Insecure one "session-key".
+	DefaultCookieName  = "session-key"
+	DefaultMaxDataSize = 64 << 10
 	// MinHashKeyLength is the shortest HMAC key New accepts, in bytes.
 	MinHashKeyLength = 32
 )
@@ -43,9 +47,13 @@ type Config struct {
 	AbsoluteTimeout time.Duration
 
 	// TimeoutResolution is how stale the stored access time may get before a
-	// request that changed nothing writes it again. Zero means
-	// DefaultTimeoutResolution (10m); negative disables the optimisation, so
-	// every request writes its access time. It must be smaller than
+	// request that changed nothing writes it again. Zero means the smaller of
+	// DefaultTimeoutResolution (10m) and IdleTimeout/8, so any IdleTimeout
+	// works as given: with the default 8h it is 10m, with a 5m IdleTimeout
+	// 37.5s. The eighth bounds how early a session may end (at most 12.5% of
+	// IdleTimeout) and the writes an active session costs (at most about 8
+	// per IdleTimeout). Negative disables the optimisation, so every request
+	// writes its access time. A positive value must be smaller than
 	// IdleTimeout. Because the stored time lags by up to this much, a session
 	// may expire up to TimeoutResolution earlier than IdleTimeout after the
 	// real last access.
@@ -54,12 +62,10 @@ type Config struct {
 	// Cookie configures the session cookie.
 	Cookie CookieConfig
 
-	// BearerTokens also accepts the signed session key from an
-	// "Authorization: Bearer <token>" header, for API and mobile clients that
-	// cannot keep cookies; Token gives a handler the token to hand out. A
-	// valid header token wins over a cookie, and a request that came with one
-	// gets no Set-Cookie. Rotation, timeouts and freeze work the same.
-	BearerTokens bool
+	// Carrier says where requests carry their session key: the cookie
+	// (CookieOnly, the default), the "Authorization: Bearer" header
+	// (BearerOnly, for APIs), or either (CookieOrBearer).
+	Carrier Carrier
 
 	// PrincipalKey names the session key that says who is logged in (for
 	// example "user_id"). Its value is then also stored in an indexed column,
@@ -92,9 +98,48 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Carrier says how requests carry their session key.
+type Carrier uint8
+
+const (
+	// CookieOnly reads and sets the session cookie; an Authorization header
+	// is ignored. The default.
+	CookieOnly Carrier = iota
+	// BearerOnly reads the signed key from an "Authorization: Bearer <token>"
+	// header only, for APIs and mobile clients: no cookie is read or set, so
+	// a browser's ambient credentials can never log it in or out (no CSRF or
+	// login CSRF through cookies). Handlers hand tokens out with Token.
+	BearerOnly
+	// CookieOrBearer accepts both. A request with a valid bearer token uses
+	// it and gets no Set-Cookie; other requests use the cookie. A browser
+	// client of such an app is exposed to CSRF like any cookie client.
+	CookieOrBearer
+)
+
+// String returns the constant's name.
+func (c Carrier) String() string {
+	switch c {
+	case CookieOnly:
+		return "CookieOnly"
+	case BearerOnly:
+		return "BearerOnly"
+	case CookieOrBearer:
+		return "CookieOrBearer"
+	}
+	return fmt.Sprintf("Carrier(%d)", uint8(c))
+}
+
+func (c Carrier) cookies() bool { return c != BearerOnly }
+func (c Carrier) bearer() bool  { return c != CookieOnly }
+
 // CookieConfig configures the session cookie. The cookie is always HttpOnly.
 type CookieConfig struct {
-	// Name of the cookie. Zero means DefaultCookieName ("session-key").
+	// Name of the cookie. Zero means DefaultCookieName with the strongest
+	// prefix the other attributes allow: "__Host-session-key" by default, so
+	// that browsers refuse copies set by a sibling subdomain or over plain
+	// HTTP (cookie tossing); "__Secure-session-key" with a Domain or another
+	// Path; plain "session-key" when Insecure. A name with a "__Host-" or
+	// "__Secure-" prefix (in any case) must meet its prefix's rules.
 	Name string
 	// Path of the cookie. Zero means "/".
 	Path string
@@ -140,7 +185,9 @@ func (c Config) resolve() (Config, error) {
 	}
 	c.IdleTimeout = orDefault(c.IdleTimeout, DefaultIdleTimeout)
 	c.AbsoluteTimeout = orDefault(c.AbsoluteTimeout, DefaultAbsoluteTimeout)
-	c.TimeoutResolution = orDefault(c.TimeoutResolution, DefaultTimeoutResolution)
+	if c.TimeoutResolution == 0 {
+		c.TimeoutResolution = defaultResolution(c.IdleTimeout)
+	}
 	if c.IdleTimeout > 0 && c.TimeoutResolution >= c.IdleTimeout {
 		return c, configError("TimeoutResolution (%v) must be smaller than IdleTimeout (%v)", c.TimeoutResolution, c.IdleTimeout)
 	}
@@ -159,9 +206,26 @@ func (c Config) resolve() (Config, error) {
 	if c.ErrorHandler == nil {
 		c.ErrorHandler = defaultErrorHandler
 	}
+	if c.Carrier > CookieOrBearer {
+		return c, configError("unknown Carrier %d", c.Carrier)
+	}
 	var err error
 	c.Cookie, err = c.Cookie.resolve()
 	return c, err
+}
+
+// defaultResolution is the TimeoutResolution for an unset field: the smaller
+// of DefaultTimeoutResolution and idle/8, or -1 (write on every request) for
+// an idle timeout too short to divide.
+func defaultResolution(idle time.Duration) time.Duration {
+	if idle <= 0 {
+		return DefaultTimeoutResolution // no idle expiry: only AbsoluteTimeout
+	}
+	r := min(DefaultTimeoutResolution, idle/8)
+	if r <= 0 {
+		return -1
+	}
+	return r
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -172,11 +236,18 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 func (c CookieConfig) resolve() (CookieConfig, error) {
-	if c.Name == "" {
-		c.Name = DefaultCookieName
-	}
 	if c.Path == "" {
 		c.Path = "/"
+	}
+	if c.Name == "" {
+		switch {
+		case c.Insecure:
+			c.Name = DefaultCookieName
+		case c.Path == "/" && c.Domain == "":
+			c.Name = hostPrefix + DefaultCookieName
+		default:
+			c.Name = securePrefix + DefaultCookieName
+		}
 	}
 	if c.SameSite == 0 || c.SameSite == http.SameSiteDefaultMode {
 		c.SameSite = http.SameSiteLaxMode
@@ -187,19 +258,35 @@ func (c CookieConfig) resolve() (CookieConfig, error) {
 			return c, configError("Cookie: %v", err)
 		}
 	}
-	if c.IndicatorName == c.Name {
+	if strings.EqualFold(c.IndicatorName, c.Name) {
 		return c, configError("Cookie: IndicatorName must differ from Name")
 	}
 	if c.SameSite == http.SameSiteNoneMode && c.Insecure {
 		return c, configError("Cookie: SameSite=None requires Secure, but Insecure is set")
 	}
-	if strings.HasPrefix(c.Name, "__Secure-") && c.Insecure {
-		return c, configError("Cookie: a __Secure- name requires Secure, but Insecure is set")
-	}
-	if strings.HasPrefix(c.Name, "__Host-") && (c.Insecure || c.Path != "/" || c.Domain != "") {
-		return c, configError("Cookie: a __Host- name requires Secure, Path \"/\" and no Domain")
+	for field, name := range map[string]string{"Name": c.Name, "IndicatorName": c.IndicatorName} {
+		// Browsers match the prefixes case-insensitively and silently drop a
+		// cookie that breaks their rules.
+		switch {
+		case hasPrefixFold(name, securePrefix) && c.Insecure:
+			return c, configError("Cookie: %s %q has the %s prefix, which requires Secure, but Insecure is set", field, name, securePrefix)
+		case hasPrefixFold(name, hostPrefix) && (c.Insecure || c.Path != "/" || c.Domain != ""):
+			return c, configError("Cookie: %s %q has the %s prefix, which requires Secure, Path \"/\" and no Domain", field, name, hostPrefix)
+		}
 	}
 	return c, nil
+}
+
+// The cookie name prefixes browsers enforce (RFC 6265bis): a __Secure-
+// cookie must be Secure; a __Host- cookie must also have Path "/" and no
+// Domain, so no other host can set or shadow it.
+const (
+	securePrefix = "__Secure-"
+	hostPrefix   = "__Host-"
+)
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, _ error) {

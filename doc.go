@@ -2,7 +2,7 @@
 // PostgreSQL.
 //
 // A Manager's Middleware wraps any http.Handler. Each request's signed cookie
-// (or, with Config.BearerTokens, its "Authorization: Bearer" token) carries a
+// (or, with Config.Carrier, its "Authorization: Bearer" token) carries a
 // random session key; the session is loaded with one indexed read and handed
 // to handlers as a *Session through the request context (FromContext). When
 // the response starts, the changes are saved in one statement and the cookie

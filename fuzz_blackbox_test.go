@@ -85,8 +85,9 @@ func FuzzCookieHeader(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	m, err := pgsession.New(pgsession.Config{Backend: b, HashKeys: [][]byte{fuzzHashKey}, BearerTokens: true,
-		Now: func() time.Time { return fuzzNow }, Logger: slog.New(slog.DiscardHandler)})
+	m, err := pgsession.New(pgsession.Config{Backend: b, HashKeys: [][]byte{fuzzHashKey}, Carrier: pgsession.CookieOrBearer,
+		Cookie: pgsession.CookieConfig{Name: pgsession.DefaultCookieName}, // the seeds are signed for this name
+		Now:    func() time.Time { return fuzzNow }, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		f.Fatal(err)
 	}

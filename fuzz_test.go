@@ -34,7 +34,7 @@ func FuzzCookie(f *testing.F) {
 	f.Add(valid[:len(valid)-1])
 	f.Add(strings.Repeat("A", 600))
 	b := &loadCounter{MemoryBackend: NewMemoryBackend()}
-	m, err := New(Config{Backend: b, HashKeys: [][]byte{hashKey}, BearerTokens: true})
+	m, err := New(Config{Backend: b, HashKeys: [][]byte{hashKey}, Carrier: CookieOrBearer})
 	if err != nil {
 		f.Fatal(err)
 	}

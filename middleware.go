@@ -2,13 +2,16 @@ package pgsession
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +23,8 @@ type Manager struct {
 	signer   signer
 	stats    counters
 	sweeping sync.Mutex // held during a cleanup sweep (RunCleanup)
+
+	insecureWarned atomic.Bool // warnInsecureTransport has logged
 }
 
 // New validates cfg, applies defaults and returns a Manager. Every error it
@@ -37,12 +42,26 @@ func New(cfg Config) (*Manager, error) {
 	}, nil
 }
 
+// CookieName returns the name of the session cookie, with the prefix New
+// chose (see CookieConfig.Name).
+func (m *Manager) CookieName() string { return m.cfg.Cookie.Name }
+
 // Middleware wraps next so that every request carries a *Session in its
 // context (see FromContext). The session is loaded before next runs and saved
 // when the response starts: at the first WriteHeader, Write or Flush, at
 // Hijack, or when next returns having written nothing. The body is never
 // buffered. If the session cannot be loaded or saved, Config.ErrorHandler
 // writes the response instead of next. A handler that panics saves nothing.
+//
+// A request that has ended when its session would be saved saves nothing
+// (no database write, no Set-Cookie): the client went away, or its deadline
+// passed. So a request cut off by http.TimeoutHandler keeps none of its
+// changes, with either placement. Outside, TimeoutHandler(m.Middleware(h)),
+// the handler's request context is the timed-out one. Inside,
+// m.Middleware(http.TimeoutHandler(h, ...)), the deadline is that of the
+// context the handler reached the session through (FromContext, RotateKey,
+// FreezeSession, Token), the 503 goes out without a cookie, and a change the
+// still-running handler makes afterwards returns ErrAlreadySaved.
 func (m *Manager) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, err := m.load(r)
@@ -51,6 +70,7 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), sessionKey{}, s))
+		m.vary(w.Header())
 		sw := &responseWriter{ResponseWriter: w, m: m, s: s, r: r}
 		next.ServeHTTP(sw, r)
 		sw.commit()
@@ -64,57 +84,82 @@ func (m *Manager) load(r *http.Request) (*Session, error) {
 	// One clock reading per request, at PostgreSQL's microsecond precision,
 	// so expiry is judged identically at load and save and by every backend.
 	s := &Session{m: m, now: m.cfg.Now().Truncate(time.Microsecond)}
-	key, bearer, ok := m.keyFromRequest(r)
-	if !ok {
-		return s, nil
-	}
+	keys, bearer := m.keysFromRequest(r)
 	s.bearer = bearer
-	rec, err := m.cfg.Backend.Load(r.Context(), idOf(key))
-	switch {
-	case errors.Is(err, ErrNotFound):
-		m.stats.misses.Add(1)
-		return s, nil
-	case err != nil:
-		return nil, fmt.Errorf("pgsession: load session: %w", err)
+	var live *Record
+	for _, key := range keys {
+		rec, err := m.cfg.Backend.Load(r.Context(), idOf(key))
+		switch {
+		case errors.Is(err, ErrNotFound):
+			m.stats.misses.Add(1)
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("pgsession: load session: %w", err)
+		case m.p.expired(rec, s.now):
+			// Treated as absent: the handler starts from an empty session,
+			// and (for a lone key) the save removes the dead row.
+			m.stats.misses.Add(1)
+			if len(keys) == 1 {
+				s.loaded = rec
+			}
+			continue
+		case live != nil:
+			// Cookies for two live sessions: one may have been tossed in by
+			// another host under the same parent domain. Serving either
+			// could act as the wrong user, so the request has none.
+			m.stats.ambiguous.Add(1)
+			m.cfg.Logger.WarnContext(r.Context(), "pgsession: request carries cookies of two different live sessions (cookie tossing?); treated as having no session",
+				"path", r.URL.Path)
+			return &Session{m: m, now: s.now}, nil
+		}
+		live, s.key, s.loaded = rec, key, rec
 	}
-	s.loaded = rec
-	if m.p.expired(rec, s.now) {
-		// Treated as absent: the handler starts from an empty session, and
-		// the save removes the dead row.
-		m.stats.misses.Add(1)
+	if live == nil {
 		return s, nil
 	}
 	m.stats.loads.Add(1)
-	s.key, s.data = key, rec.Data
-	for k, v := range rec.Data {
+	s.data = live.Data
+	for k, v := range live.Data {
 		s.size += entrySize(k, v)
 	}
 	return s, nil
 }
 
-// keyFromRequest returns the session key the request carries: from a valid
-// bearer token when Config.BearerTokens is on, else from the first session
-// cookie that verifies. Nothing here touches the database.
-func (m *Manager) keyFromRequest(r *http.Request) (key []byte, bearer, ok bool) {
-	if m.cfg.BearerTokens {
+// maxCookieKeys bounds the distinct session keys taken from one request's
+// cookies, and so the loads an ambiguous request can cost.
+const maxCookieKeys = 3
+
+// keysFromRequest returns the session keys the request carries, as far as
+// Config.Carrier lets it: the key of a valid bearer token, else the distinct
+// keys of the session cookies that verify, in the order sent. Nothing here
+// touches the database, so a forged value costs no query.
+func (m *Manager) keysFromRequest(r *http.Request) (keys [][]byte, bearer bool) {
+	if m.cfg.Carrier.bearer() {
 		if token, found := bearerToken(r); found {
 			if key, ok := m.signer.decode(token); ok {
-				return key, true, true
+				return [][]byte{key}, true
 			}
 		}
 	}
+	if !m.cfg.Carrier.cookies() {
+		return nil, false
+	}
 	for _, c := range r.CookiesNamed(m.signer.name) {
-		if key, ok := m.signer.decode(c.Value); ok {
-			return key, false, true
+		key, ok := m.signer.decode(c.Value)
+		if !ok || slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, key) }) {
+			continue
+		}
+		if keys = append(keys, key); len(keys) == maxCookieKeys {
+			break
 		}
 	}
-	return nil, false, false
+	return keys, false
 }
 
 // save executes the policy's decision for s and adds the cookies to h.
 func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	c, ok := s.seal()
-	if !ok {
+	if !ok || m.discardEnded(ctx, s, c) {
 		return nil
 	}
 	d := m.p.decide(s.loaded, c, s.now)
@@ -141,7 +186,7 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 		}
 		s.setKey(key)
 	}
-	if s.bearer {
+	if s.bearer || !m.cfg.Carrier.cookies() {
 		return nil // the client keeps its token itself; it gets a new one through Token
 	}
 	return m.setCookies(h, d, key, s.now)
@@ -160,8 +205,8 @@ func (m *Manager) apply(ctx context.Context, a Action) error {
 }
 
 // setCookies adds the Set-Cookie headers d asks for (the session cookie,
-// and the indicator cookie if configured), and marks the response as
-// varying by cookie and not cacheable with them.
+// and the indicator cookie if configured), and makes the response
+// uncacheable by shared caches.
 func (m *Manager) setCookies(h http.Header, d decision, key []byte, now time.Time) error {
 	cc := m.cfg.Cookie
 	switch d.cookie {
@@ -182,8 +227,7 @@ func (m *Manager) setCookies(h http.Header, d decision, key []byte, now time.Tim
 			h.Add("Set-Cookie", cc.expired(cc.IndicatorName).String())
 		}
 	}
-	h.Add("Vary", "Cookie")
-	h.Add("Cache-Control", `no-cache="Set-Cookie"`)
+	h.Set("Cache-Control", privateCacheControl(h.Values("Cache-Control")))
 	return nil
 }
 
@@ -216,6 +260,7 @@ func (w *responseWriter) commit() bool {
 	w.committed = true
 	err := w.m.save(w.r.Context(), w.s, w.ResponseWriter.Header())
 	if err == nil {
+		w.m.warnInsecureTransport(w.r, w.ResponseWriter.Header())
 		return true
 	}
 	w.failed = err

@@ -38,6 +38,11 @@ const maxTableName = 40
 // that is not pgsession's (for example alexedwards/scs's "sessions" table).
 var ErrSchemaMismatch = errors.New("pgsession: table exists with a different schema")
 
+// ErrNoTable is reported by Check, and by the backend's other calls, when
+// the session table does not exist: Migrate was not called, or the schema
+// was not applied with the application's own migration tool (see Schema).
+var ErrNoTable = errors.New("pgsession: session table does not exist")
+
 // PostgresBackend stores sessions in a PostgreSQL table. It works with any
 // database/sql PostgreSQL driver wrapped in *sqlx.DB (lib/pq, pgx's stdlib).
 // Reads are one indexed SELECT by key hash; each write is one statement. It
@@ -201,7 +206,7 @@ func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
 	defer cancel()
 	st, err := b.stmt(ctx, sqlLoad)
 	if err != nil {
-		return nil, err
+		return nil, b.explain(err)
 	}
 	rec := &Record{ID: id}
 	var data []byte
@@ -210,7 +215,7 @@ func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, err
+		return nil, b.explain(err)
 	}
 	if err := json.Unmarshal(data, &rec.Data); err != nil {
 		return nil, fmt.Errorf("pgsession: session %s: stored data is not a JSON object: %w", id, err)
@@ -250,7 +255,7 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 		return fmt.Errorf("pgsession: unknown operation %d", a.Op)
 	}
 	if err != nil {
-		return err
+		return b.explain(err)
 	}
 	if n == 0 {
 		return ErrGone
@@ -262,13 +267,13 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 // statement. Rows locked by a concurrent request are skipped.
 func (b *PostgresBackend) DeleteExpired(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
 	n, err := b.exec(ctx, sqlDeleteExpired, nullTime(idleBefore), nullTime(createdBefore), limit)
-	return int(n), err
+	return int(n), b.explain(err)
 }
 
 // DeleteByPrincipal implements PrincipalBackend.
 func (b *PostgresBackend) DeleteByPrincipal(ctx context.Context, principal string) (int, error) {
 	n, err := b.exec(ctx, sqlDeleteByPrincipal, principal)
-	return int(n), err
+	return int(n), b.explain(err)
 }
 
 // ListByPrincipal implements PrincipalBackend.
@@ -277,11 +282,11 @@ func (b *PostgresBackend) ListByPrincipal(ctx context.Context, principal string)
 	defer cancel()
 	st, err := b.stmt(ctx, sqlListByPrincipal)
 	if err != nil {
-		return nil, err
+		return nil, b.explain(err)
 	}
 	rows, err := st.QueryContext(ctx, principal)
 	if err != nil {
-		return nil, err
+		return nil, b.explain(err)
 	}
 	defer rows.Close()
 	var out []Record
@@ -378,7 +383,7 @@ func (b *PostgresBackend) Migrate(ctx context.Context) error {
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLock)); err != nil {
 		return fmt.Errorf("pgsession: migrate: lock: %w", err)
 	}
-	if err := b.checkTable(ctx, tx); err != nil {
+	if err := b.checkTable(ctx, tx); err != nil && !errors.Is(err, ErrNoTable) {
 		return err
 	}
 	// Split schema.sql before the table name goes in: a quoted name may
@@ -396,12 +401,12 @@ func (b *PostgresBackend) Migrate(ctx context.Context) error {
 }
 
 // checkTable returns ErrSchemaMismatch if the table exists without
-// pgsession's columns. A missing table is fine: Migrate creates it.
-func (b *PostgresBackend) checkTable(ctx context.Context, tx *sqlx.Tx) error {
+// pgsession's columns, and ErrNoTable if it does not exist.
+func (b *PostgresBackend) checkTable(ctx context.Context, tx sqlx.QueryerContext) error {
 	rows, err := tx.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
 		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, b.table)
 	if err != nil {
-		return fmt.Errorf("pgsession: migrate: inspect %s: %w", b.table, err)
+		return fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 	}
 	defer rows.Close()
 	have := map[string]string{}
@@ -410,7 +415,7 @@ func (b *PostgresBackend) checkTable(ctx context.Context, tx *sqlx.Tx) error {
 		var name, typ string
 		var notNull bool
 		if err := rows.Scan(&name, &typ, &notNull); err != nil {
-			return fmt.Errorf("pgsession: migrate: inspect %s: %w", b.table, err)
+			return fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 		}
 		if notNull {
 			typ += " NOT NULL"
@@ -419,10 +424,10 @@ func (b *PostgresBackend) checkTable(ctx context.Context, tx *sqlx.Tx) error {
 		found = append(found, name+" "+typ)
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("pgsession: migrate: inspect %s: %w", b.table, err)
+		return fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 	}
 	if len(found) == 0 {
-		return nil
+		return fmt.Errorf("%w: %s; %s", ErrNoTable, b.table, adviceMigrate)
 	}
 	for name, typ := range wantColumns {
 		if have[name] != typ {
@@ -432,6 +437,42 @@ func (b *PostgresBackend) checkTable(ctx context.Context, tx *sqlx.Tx) error {
 		}
 	}
 	return nil
+}
+
+// adviceMigrate tells what to do about a missing or foreign table.
+const adviceMigrate = "call Migrate at startup, or apply Schema() with your migration tool"
+
+// Check reports whether the session table exists with the columns pgsession
+// needs, for applications that create it with their own migration tool
+// instead of Migrate: ErrNoTable if it is missing, ErrSchemaMismatch if a
+// table of that name has another shape, both with advice on what to do. It
+// costs one catalog query and changes nothing. Call it at startup so a
+// missing migration fails there rather than at the first request.
+func (b *PostgresBackend) Check(ctx context.Context) error {
+	if b.err != nil {
+		return b.err
+	}
+	ctx, cancel := b.withTimeout(ctx)
+	defer cancel()
+	return b.checkTable(ctx, b.db)
+}
+
+// explain adds advice to a database error that comes from a missing session
+// table (or schema), wrapping ErrNoTable, or from a table of another shape,
+// wrapping ErrSchemaMismatch. Other errors, and nil, are returned unchanged.
+func (b *PostgresBackend) explain(err error) error {
+	var e interface{ SQLState() string } // *pq.Error and pgx's *pgconn.PgError
+	if err == nil || !errors.As(err, &e) {
+		return err
+	}
+	switch e.SQLState() {
+	case "42P01", "3F000": // undefined_table, invalid_schema_name
+		return fmt.Errorf("%w: %s (%s): %w", ErrNoTable, b.table, adviceMigrate, err)
+	case "42703", "42804", "42883": // undefined_column, datatype_mismatch, undefined_function
+		return fmt.Errorf("%w: %s is not pgsession's table (Check reports its columns; if another library owns it, "+
+			"choose another name with WithTable, then call Migrate or apply Schema()): %w", ErrSchemaMismatch, b.table, err)
+	}
+	return err
 }
 
 // splitSQL splits a script into statements, dropping comments. schema.sql

@@ -63,7 +63,7 @@ func TestPostgresStoresOnlyKeyHash(t *testing.T) {
 	resp.Body.Close()
 	var key []byte
 	sc := securecookie.New(hashKey, nil).SetSerializer(securecookie.NopEncoder{})
-	if len(resp.Cookies()) != 1 || sc.Decode(pgsession.DefaultCookieName, resp.Cookies()[0].Value, &key) != nil {
+	if len(resp.Cookies()) != 1 || sc.Decode(m.CookieName(), resp.Cookies()[0].Value, &key) != nil {
 		t.Fatalf("cookies %v", resp.Cookies())
 	}
 	var stored [][]byte

@@ -27,7 +27,7 @@ var ErrNoPrincipal = errors.New("pgsession: sessions have no principal (set Conf
 // SessionInfo describes one live session of a principal. It never holds the
 // session key: ID is the key's hash, safe to show or log.
 type SessionInfo struct {
-	ID         ID
+	ID         ID        // the SHA-256 hash of the session key, as stored; not a usable key
 	Created    time.Time // when the session (or its current key) was created
 	LastAccess time.Time // the last access written (lags by up to TimeoutResolution)
 	Expires    time.Time // when it expires unless used again; zero if never

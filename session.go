@@ -21,7 +21,8 @@ var (
 	ErrNoSession = errors.New("pgsession: no session in context (is the handler wrapped by Manager.Middleware?)")
 	// ErrAlreadySaved is returned by Set, Delete, Clear, RotateKey and
 	// FreezeSession once the response has started and the session has been
-	// saved: the change would otherwise be lost silently.
+	// saved (or, for a request that had ended by then, discarded; see
+	// Manager.Middleware): the change would otherwise be lost silently.
 	ErrAlreadySaved = errors.New("pgsession: session already saved (the response has started)")
 	// ErrTooLarge is returned by Set when the session's data would exceed
 	// Config.MaxDataSize. The session is left unchanged.
@@ -60,12 +61,18 @@ type Session struct {
 	rotate  bool
 	freeze  bool
 	saved   bool
+
+	deadline  time.Time // earliest deadline of a context the handler used, or zero
+	discarded bool      // the request ended before the save: nothing was saved
 }
 
 // FromContext returns the session of the request whose context is ctx, or
 // nil when ctx does not come from a request inside Manager.Middleware.
 func FromContext(ctx context.Context) *Session {
 	s, _ := ctx.Value(sessionKey{}).(*Session)
+	if s != nil {
+		s.observe(ctx) // a deadline the handler runs under (see timeout.go)
+	}
 	return s
 }
 
@@ -203,6 +210,10 @@ func (s *Session) markDirty(key string) {
 func (s *Session) mutable(op string) error {
 	if !s.saved {
 		return nil
+	}
+	if s.discarded { // a timed-out handler still running: expected, not misuse
+		s.m.cfg.Logger.Debug("pgsession: change after the request ended is not saved", "op", op)
+		return fmt.Errorf("%s: %w", op, ErrAlreadySaved)
 	}
 	s.m.cfg.Logger.Error("pgsession: change after the response started is not saved", "op", op)
 	return fmt.Errorf("%s: %w", op, ErrAlreadySaved)

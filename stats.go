@@ -15,6 +15,7 @@ type Stats struct {
 	SkippedWrites uint64 // requests of a live session that wrote nothing (timeout resolution)
 	LostRaces     uint64 // saves that found their session deleted by a concurrent logout or rotation
 	Errors        uint64 // requests answered by the ErrorHandler
+	Ambiguous     uint64 // requests with cookies of two live sessions, served with none (cookie tossing)
 }
 
 // Stats returns the Manager's counters.
@@ -30,12 +31,13 @@ func (m *Manager) Stats() Stats {
 		SkippedWrites: c.skipped.Load(),
 		LostRaces:     c.gone.Load(),
 		Errors:        c.errors.Load(),
+		Ambiguous:     c.ambiguous.Load(),
 	}
 }
 
 // counters back Stats.
 type counters struct {
-	loads, misses, inserts, updates, rotations, deletes, skipped, gone, errors atomic.Uint64
+	loads, misses, inserts, updates, rotations, deletes, skipped, gone, errors, ambiguous atomic.Uint64
 }
 
 func (c *counters) count(op Op) {

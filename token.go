@@ -11,7 +11,7 @@ var ErrEmptySession = errors.New("pgsession: session is empty, so it has no toke
 
 // Token returns the signed session token of the request whose context is
 // ctx, as the session will be stored after this request, for clients that
-// send it back as "Authorization: Bearer <token>" (see Config.BearerTokens):
+// send it back as "Authorization: Bearer <token>" (see Config.Carrier):
 // typically written into a login response's body. Call it after the
 // request's Set and RotateKey calls: for a new or rotating session it picks
 // the new key now, and the save uses that key. The token is as secret as the

@@ -98,7 +98,7 @@ func newPgsession(ctx context.Context, db *sqlx.DB) (*impl, error) {
 		return nil, err
 	}
 	h := routes(func(_ http.ResponseWriter, r *http.Request) (counter, error) { return pgsCounter{r}, nil })
-	return &impl{name: "pgsession", cookieName: pgsession.DefaultCookieName, handler: m.Middleware(h), sum: sumJSON(db, "sessions")}, nil
+	return &impl{name: "pgsession", cookieName: m.CookieName(), handler: m.Middleware(h), sum: sumJSON(db, "sessions")}, nil
 }
 
 // pgsCounter is a request's pgsession session.

@@ -20,9 +20,14 @@ import (
 // backend. It can create requests that already carry a session and read back
 // what a response saved.
 type Env struct {
+	// Manager is the Manager under test; wrap handlers with its Middleware.
 	Manager *pgsession.Manager
+	// Backend stores the Manager's sessions: the Config's, or a
+	// MemoryBackend. Login writes to it and Saved reads from it.
 	Backend pgsession.Backend
-	Clock   *Clock
+	// Clock is the Manager's clock; Advance it to make sessions idle or
+	// expire.
+	Clock *Clock
 
 	hashKey    []byte
 	cookieName string
@@ -53,15 +58,12 @@ func NewEnv(t testing.TB, cfg pgsession.Config) *Env {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	e.hashKey = cfg.HashKeys[0]
-	e.cookieName = cfg.Cookie.Name
-	if e.cookieName == "" {
-		e.cookieName = pgsession.DefaultCookieName
-	}
 	m, err := pgsession.New(cfg)
 	if err != nil {
 		t.Fatalf("pgsessiontest: %v", err)
 	}
 	e.Manager = m
+	e.cookieName = m.CookieName()
 	return e
 }
 

@@ -30,6 +30,7 @@ type countingBackend struct {
 
 var errInjected = errors.New("pgsessiontest: injected backend failure")
 
+// Load counts the call and fails it while failLoad is set.
 func (b *countingBackend) Load(ctx context.Context, id pgsession.ID) (*pgsession.Record, error) {
 	b.loads.Add(1)
 	if b.failLoad.Load() {
@@ -38,6 +39,7 @@ func (b *countingBackend) Load(ctx context.Context, id pgsession.ID) (*pgsession
 	return b.Backend.Load(ctx, id)
 }
 
+// Apply counts the call and fails it while failApply is set.
 func (b *countingBackend) Apply(ctx context.Context, a pgsession.Action) error {
 	b.applies.Add(1)
 	if b.failApply.Load() {
@@ -143,7 +145,7 @@ type scriptResult struct {
 //	write (start the body)  flush (via ResponseController)  readfrom
 //	setfunc:K (an unencodable value)  status:N  nobody (write no body)
 //	deadline (SetWriteDeadline via ResponseController)  hijack (answer raw, stop)
-//	token (report pgsession.Token)
+//	token (report pgsession.Token)  cache:VALUE (set Cache-Control)
 func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 	s := pgsession.FromContext(r.Context())
 	res := scriptResult{Get: map[string]json.RawMessage{}}
@@ -192,6 +194,8 @@ func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 			_, _ = fmt.Sscan(arg, &code)
 			w.Header().Set("X-Handler", "yes")
 			w.WriteHeader(code)
+		case "cache":
+			w.Header().Set("Cache-Control", arg)
 		case "nobody":
 			body = false
 		case "token":

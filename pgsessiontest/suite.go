@@ -28,6 +28,7 @@ func TestBackend(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) 
 	t.Run("contract", func(t *testing.T) { testContract(t, newBackend) })
 	t.Run("behaviour", func(t *testing.T) { testBehaviour(t, newBackend) })
 	t.Run("extras", func(t *testing.T) { testExtras(t, newBackend) })
+	t.Run("security", func(t *testing.T) { testSecurity(t, newBackend) })
 }
 
 // Contract: the Backend methods called directly.

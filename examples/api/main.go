@@ -103,7 +103,7 @@ func newManager(b pgsession.Backend, key []byte, log *slog.Logger) (*pgsession.M
 	return pgsession.New(pgsession.Config{
 		Backend:      b,
 		HashKeys:     [][]byte{key},
-		BearerTokens: true,
+		Carrier:      pgsession.BearerOnly,
 		PrincipalKey: "user",
 		Logger:       log,
 	})

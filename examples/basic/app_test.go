@@ -259,8 +259,8 @@ func TestExampleFlow(t *testing.T) {
 		if ck == nil {
 			t.Fatalf("a counted visit set no session cookie: %q", resp.Header["Set-Cookie"])
 		}
-		if !ck.HttpOnly || !ck.Secure || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.MaxAge <= 0 {
-			t.Errorf("session cookie %q: want HttpOnly, Secure, SameSite=Lax, Path=/, Max-Age > 0", resp.Header["Set-Cookie"])
+		if !ck.HttpOnly || !ck.Secure || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.MaxAge <= 0 || ck.Name != f.m.CookieName() {
+			t.Errorf("session cookie %q: want %s, HttpOnly, Secure, SameSite=Lax, Path=/, Max-Age > 0", resp.Header["Set-Cookie"], f.m.CookieName())
 		}
 
 		// A second login (another user on this browser) rotates the key:
