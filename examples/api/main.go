@@ -2,7 +2,7 @@
 // cookies (mobile apps, webviews, scripts): the session key travels as
 // "Authorization: Bearer <token>", and only there.
 //
-//	go run ./examples/api                       # memory backend, on localhost:8081
+//	go -C examples run ./api                    # memory backend, on localhost:8081
 //	curl -s -X POST localhost:8081/login -H 'Content-Type: application/json' -d '{"name":"ada"}'  # → {"token":"..."}
 //	curl -s localhost:8081/me -H "Authorization: Bearer $TOKEN"                                  # → {"user":"ada","calls":1}
 //	curl -s -X POST localhost:8081/logout -H 'Content-Type: application/json' -H "Authorization: Bearer $TOKEN"

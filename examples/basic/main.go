@@ -5,8 +5,8 @@
 // /debug/vars. Anonymous visitors get no session: only a login stores one,
 // and a janitor (RunCleanup) removes expired sessions every 15 minutes.
 //
-//	go run ./examples/basic                                   # memory backend
-//	DATABASE_URL='postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' go run ./examples/basic
+//	go -C examples run ./basic                                   # memory backend
+//	DATABASE_URL='postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' go -C examples run ./basic
 //
 // then open http://127.0.0.1:8080.
 //
