@@ -43,7 +43,9 @@ import (
 // handler chose public caching); a dead key never shows a session and never
 // comes back in a cookie or token; a new key is one never seen before (a
 // presented key is never adopted); a request whose credentials do not verify
-// costs no backend load; a client sees only its own user. After each
+// costs no backend load; a client sees only its own user (outside cookie
+// tossing, where a victim without a live session is served as the attacker:
+// the documented limit of unprefixed names, which the model predicts). After each
 // DeleteByPrincipal the count is predicted, and at the end every user's rows
 // in the backend match the model. Seeds: testdata/fuzz/FuzzRequestSequence.
 func FuzzRequestSequence(f *testing.F) {
