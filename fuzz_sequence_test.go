@@ -1,0 +1,696 @@
+package pgsession_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/securecookie"
+
+	"github.com/pgsession/pgsession"
+)
+
+// FuzzRequestSequence decodes its input into a sequence of up to
+// seqMaxOps operations, three bytes each, and runs them through a real
+// httptest.Server serving the middleware on the memory backend
+// (CookieOrBearer, PrincipalKey "user", unprefixed cookie name, injected
+// clock, no idle timeout, a one-hour absolute timeout). Five clients take
+// part: u0 on two devices, u1, u2, and an attacker, mallory. The operations
+// are logins, counter increments, reads, logouts and rotations (each by
+// cookie or bearer token), replays of dead cookies and tokens, forged
+// cookies and tokens, cookie tossing (the attacker's cookie beside a
+// victim's), clock jumps and DeleteByPrincipal.
+//
+// An exact model (which key holds which row, its user, counter and creation
+// time; which keys are dead) predicts every response: the session shown
+// (none when two live sessions' cookies arrive together), the Set-Cookie
+// (none, the same key, a fresh key, or an expiry) and the token. Besides,
+// after every request: status 200; Vary names Cookie and Authorization; a
+// response setting the session cookie is no-store (or private when the
+// handler chose public caching); a dead key never shows a session and never
+// comes back in a cookie or token; a new key is one never seen before (a
+// presented key is never adopted); a request whose credentials do not verify
+// costs no backend load; a client sees only its own user (outside cookie
+// tossing, where a victim without a live session is served as the attacker:
+// the documented limit of unprefixed names, which the model predicts). After each
+// DeleteByPrincipal the count is predicted, and at the end every user's rows
+// in the backend match the model. Seeds: testdata/fuzz/FuzzRequestSequence.
+func FuzzRequestSequence(f *testing.F) {
+	var current atomic.Pointer[http.Handler]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*current.Load()).ServeHTTP(w, r)
+	}))
+	f.Cleanup(srv.Close)
+
+	f.Fuzz(func(t *testing.T, prog []byte) {
+		r := newSeqRig(t, srv)
+		h := r.m.Middleware(seqHandler())
+		current.Store(&h)
+		for i := 0; i+2 < len(prog) && i/3 < seqMaxOps; i += 3 {
+			r.step(prog[i], prog[i+1], prog[i+2])
+		}
+		r.checkRows()
+	})
+}
+
+const (
+	seqMaxOps   = 64
+	seqAttacker = 4 // the client index of mallory
+	seqTimeout  = time.Hour
+)
+
+// The handler's operations, by URL path.
+const (
+	seqLogin = iota
+	seqInc
+	seqRead
+	seqLogout
+	seqRotate
+)
+
+var (
+	seqOpNames = [...]string{"login", "inc", "read", "logout", "rotate"}
+	seqUsers   = [...]string{"u0", "u0", "u1", "u2", "mallory"} // by client
+)
+
+// seqBody is the handler's answer: the session as loaded, and the token of
+// the session as the request leaves it.
+type seqBody struct {
+	Had   bool   `json:"had"`
+	User  string `json:"user"`
+	N     int    `json:"n"`
+	Token string `json:"token,omitempty"`
+}
+
+// seqHandler serves /login?u=, /inc (only when logged in), /read, /logout
+// and /rotate; ?public=1 makes it ask for public caching.
+func seqHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		s := pgsession.FromContext(ctx)
+		var b seqBody
+		had, err := s.Get("user", &b.User)
+		b.Had = had
+		if err == nil {
+			_, err = s.Get("n", &b.N)
+		}
+		if err == nil {
+			switch r.URL.Path {
+			case "/login":
+				err = errors.Join(s.Clear(), s.Set("user", r.FormValue("u")), s.Set("n", 0), pgsession.RotateKey(ctx))
+			case "/inc":
+				if had {
+					err = s.Set("n", b.N+1)
+				}
+			case "/read":
+			case "/logout":
+				err = errors.Join(s.Clear(), pgsession.RotateKey(ctx))
+			case "/rotate":
+				err = pgsession.RotateKey(ctx)
+			default:
+				err = fmt.Errorf("unknown path %q", r.URL.Path)
+			}
+		}
+		if err == nil {
+			b.Token, err = pgsession.Token(ctx)
+			if errors.Is(err, pgsession.ErrEmptySession) {
+				err = nil
+			}
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		if r.FormValue("public") != "" {
+			w.Header().Set("Cache-Control", "public, max-age=60")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(b)
+	})
+}
+
+// seqRow is the model of one stored row.
+type seqRow struct {
+	owner   int // the client that logged in; -1 for an anonymous attacker request
+	user    string
+	n       int
+	created time.Time
+}
+
+// seqRig runs one sequence and holds the model.
+type seqRig struct {
+	t       *testing.T
+	client  *http.Client
+	url     string
+	m       *pgsession.Manager
+	backend *countingMemory
+	clock   *atomic.Int64
+	now     time.Time
+	codec   *securecookie.SecureCookie
+	name    string
+
+	rows       map[string]*seqRow  // key -> row in the backend (expired or not)
+	dead       map[string]bool     // keys deleted or expired: never valid again
+	seen       map[string]bool     // every key issued or presented so far
+	values     map[string][]string // the signed values seen for each key
+	allValues  []string            // every signed value seen, in order
+	issued     []string            // every key issued, in order
+	deadValues []string            // the values of dead keys, in order
+	jar, token [5]string           // each client's cookie and bearer token
+	forgeries  int
+	trace      []string
+}
+
+func newSeqRig(t *testing.T, srv *httptest.Server) *seqRig {
+	r := &seqRig{
+		t: t, client: srv.Client(), url: srv.URL,
+		backend: &countingMemory{MemoryBackend: pgsession.NewMemoryBackend()},
+		clock:   new(atomic.Int64), now: fuzzNow,
+		codec: fuzzCodec(),
+		rows:  map[string]*seqRow{}, dead: map[string]bool{}, seen: map[string]bool{}, values: map[string][]string{},
+	}
+	r.clock.Store(r.now.UnixNano())
+	m, err := pgsession.New(pgsession.Config{
+		Backend: r.backend, HashKeys: [][]byte{fuzzHashKey},
+		Carrier: pgsession.CookieOrBearer, PrincipalKey: "user",
+		Cookie:      pgsession.CookieConfig{Insecure: true},
+		IdleTimeout: -1, AbsoluteTimeout: seqTimeout,
+		Now:    func() time.Time { return time.Unix(0, r.clock.Load()).UTC() },
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.m, r.name = m, m.CookieName()
+	if r.name != pgsession.DefaultCookieName {
+		t.Fatalf("cookie name %q, want %q (fuzzCodec signs for it)", r.name, pgsession.DefaultCookieName)
+	}
+	return r
+}
+
+func (r *seqRig) fatalf(format string, args ...any) {
+	r.t.Helper()
+	r.t.Fatalf("after:\n  %s\n%s", strings.Join(r.trace, "\n  "), fmt.Sprintf(format, args...))
+}
+
+// decode returns the session key value carries, as the Manager would verify
+// it (at most 512 bytes, a 32-byte key signed for the cookie name).
+func (r *seqRig) decode(value string) (string, bool) {
+	if value == "" || len(value) > 512 {
+		return "", false
+	}
+	var key []byte
+	if r.codec.Decode(r.name, value, &key) != nil || len(key) != 32 {
+		return "", false
+	}
+	return string(key), true
+}
+
+func (r *seqRig) expired(row *seqRow) bool { return r.now.Sub(row.created) >= seqTimeout }
+
+// kill marks key dead and, if deleted, removes its row.
+func (r *seqRig) kill(key string, deleted bool) {
+	if deleted {
+		delete(r.rows, key)
+	}
+	if !r.dead[key] {
+		r.dead[key] = true
+		r.deadValues = append(r.deadValues, r.values[key]...)
+	}
+}
+
+func (r *seqRig) remember(key, value string) {
+	if !slices.Contains(r.values[key], value) {
+		r.values[key] = append(r.values[key], value)
+		r.allValues = append(r.allValues, value)
+		if r.dead[key] {
+			r.deadValues = append(r.deadValues, value)
+		}
+	}
+}
+
+// step runs one operation.
+func (r *seqRig) step(op, a, b byte) {
+	r.t.Helper()
+	switch op % 12 {
+	case seqLogin, seqInc, seqRead, seqLogout, seqRotate:
+		who := int(a) % 5
+		req := seqReq{who: who, op: int(op % 12), public: b&4 != 0}
+		if b&1 != 0 && r.token[who] != "" {
+			req.bearer = r.token[who]
+			if b&2 != 0 {
+				req.cookies = nonEmpty(r.jar[who])
+			}
+		} else {
+			req.cookies = nonEmpty(r.jar[who])
+		}
+		r.do(req)
+	case 5: // the attacker replays a dead cookie or token
+		if len(r.deadValues) == 0 {
+			return
+		}
+		v := r.deadValues[int(a)%len(r.deadValues)]
+		r.do(r.anonymous(v, b))
+	case 6: // the attacker forges a cookie or token
+		v, desc := r.forge(a, b)
+		r.trace = append(r.trace, "forge: "+desc)
+		r.do(r.anonymous(v, b))
+	case 7: // the attacker tosses its cookie in beside a victim's
+		victim := int(a) % 4
+		req := seqReq{who: victim, op: []int{seqRead, seqInc, seqLogout}[int(b>>1)%3], toss: true, public: b&0x80 != 0}
+		req.cookies = nonEmpty(r.jar[seqAttacker], r.jar[victim])
+		if b&1 != 0 {
+			slices.Reverse(req.cookies)
+		}
+		r.do(req)
+	case 8:
+		r.advance(time.Minute)
+	case 9:
+		r.advance(30 * time.Minute)
+	case 10:
+		r.advance(2 * time.Hour)
+	case 11:
+		r.deleteByPrincipal(seqUsers[int(a)%5])
+	}
+}
+
+func nonEmpty(values ...string) []string {
+	var out []string
+	for _, v := range values {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// anonymous is an attacker's request carrying only value, as a cookie or
+// (b&1) a bearer token, doing the handler operation b>>1.
+func (r *seqRig) anonymous(value string, b byte) seqReq {
+	req := seqReq{who: -1, op: int(b>>1) % 5, public: b&0x80 != 0}
+	if b&1 != 0 {
+		req.bearer = value
+	} else {
+		req.cookies = []string{value}
+	}
+	return req
+}
+
+// forge returns a value no client was given: it does not verify, except a
+// well-signed unknown key (as with a leaked hash key), which is never
+// adopted.
+func (r *seqRig) forge(a, b byte) (string, string) {
+	r.forgeries++
+	key := []byte("forged-forged-forged-forged-key!")
+	if len(r.issued) > 0 {
+		key = []byte(r.issued[int(b)%len(r.issued)])
+	}
+	encode := func(c *securecookie.SecureCookie, name string, v []byte) string {
+		s, err := c.Encode(name, v)
+		if err != nil {
+			r.fatalf("forge: %v", err)
+		}
+		return s
+	}
+	switch a % 7 {
+	case 0:
+		other := securecookie.New([]byte(strings.Repeat("o", 32)), nil).MaxAge(0).SetSerializer(securecookie.NopEncoder{})
+		return encode(other, r.name, key), "a real key signed with another hash key"
+	case 1:
+		const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_="
+		g := make([]byte, 1+int(b)%150)
+		x := uint32(a)<<8 | uint32(b) | 1
+		for i := range g {
+			x ^= x << 13
+			x ^= x >> 17
+			x ^= x << 5
+			g[i] = alphabet[x%uint32(len(alphabet))]
+		}
+		return string(g), "garbage"
+	case 2:
+		if len(r.allValues) == 0 {
+			return "x", "garbage"
+		}
+		v := r.allValues[int(b)%len(r.allValues)]
+		return v[:len(v)-1-int(a>>3)%(len(v)-1)], "a truncated value"
+	case 3:
+		return encode(r.codec, "__Host-"+r.name, key), "a real key signed for another cookie name"
+	case 4:
+		return encode(r.codec, r.name, key[:16]), "a 16-byte key"
+	case 5:
+		return strings.Repeat("A", 513+int(b)), "an oversized value"
+	default:
+		var k [32]byte
+		binary.BigEndian.PutUint64(k[:], uint64(r.forgeries))
+		k = sha256.Sum256(append(k[:8], a, b))
+		return encode(r.codec, r.name, k[:]), "a well-signed unknown key"
+	}
+}
+
+func (r *seqRig) advance(d time.Duration) {
+	r.now = r.now.Add(d)
+	r.clock.Store(r.now.UnixNano())
+	r.trace = append(r.trace, fmt.Sprintf("clock +%v", d))
+	for k, row := range r.rows {
+		if r.expired(row) {
+			r.kill(k, false)
+		}
+	}
+}
+
+func (r *seqRig) deleteByPrincipal(user string) {
+	r.trace = append(r.trace, "DeleteByPrincipal "+user)
+	var want []string
+	for k, row := range r.rows {
+		if row.user == user {
+			want = append(want, k)
+		}
+	}
+	n, err := r.m.DeleteByPrincipal(context.Background(), user)
+	if err != nil || n != len(want) {
+		r.fatalf("DeleteByPrincipal(%q) = %d, %v; want %d", user, n, err, len(want))
+	}
+	for _, k := range want {
+		r.kill(k, true)
+	}
+}
+
+// checkRows compares each user's rows in the backend with the model.
+func (r *seqRig) checkRows() {
+	for _, user := range seqUsers[1:] {
+		recs, err := r.backend.ListByPrincipal(context.Background(), user)
+		if err != nil {
+			r.fatalf("ListByPrincipal(%q): %v", user, err)
+		}
+		var want []pgsession.ID
+		for k, row := range r.rows {
+			if row.user == user {
+				want = append(want, sha256.Sum256([]byte(k)))
+			}
+		}
+		if len(recs) != len(want) {
+			r.fatalf("%s has %d rows in the backend, want %d", user, len(recs), len(want))
+		}
+		for _, rec := range recs {
+			if !slices.Contains(want, rec.ID) {
+				r.fatalf("%s has a row %x the model does not know", user, rec.ID[:4])
+			}
+		}
+	}
+}
+
+// seqReq is one request.
+type seqReq struct {
+	who     int // client index, or -1 for an anonymous attacker request
+	op      int
+	cookies []string // session cookie values, in order
+	bearer  string
+	public  bool
+	toss    bool // the attacker's cookie rides along with the victim's
+}
+
+func (q seqReq) String() string {
+	who := "attacker"
+	if q.who >= 0 {
+		who = fmt.Sprintf("client %d (%s)", q.who, seqUsers[q.who])
+	}
+	s := fmt.Sprintf("%s %s: %d cookies", who, seqOpNames[q.op], len(q.cookies))
+	if q.bearer != "" {
+		s += ", bearer"
+	}
+	if q.toss {
+		s += ", tossed"
+	}
+	return s
+}
+
+// do sends req, checks the response against the model and updates it.
+func (r *seqRig) do(req seqReq) {
+	r.t.Helper()
+	r.trace = append(r.trace, req.String())
+
+	// Which keys the server will look up, and what it will find.
+	var keys []string
+	bearer := false
+	if k, ok := r.decode(req.bearer); ok {
+		keys, bearer = []string{k}, true
+	} else {
+		for _, c := range req.cookies {
+			if k, ok := r.decode(c); ok && !slices.Contains(keys, k) && len(keys) < 3 {
+				keys = append(keys, k)
+			}
+		}
+	}
+	live, loneExpired, ambiguous := "", "", false
+	for _, k := range keys {
+		row, ok := r.rows[k]
+		switch {
+		case !ok:
+		case r.expired(row):
+			if len(keys) == 1 {
+				loneExpired = k
+			}
+		case live != "":
+			ambiguous = true
+		default:
+			live = k
+		}
+		if ambiguous {
+			live = ""
+			break
+		}
+	}
+
+	// Send it.
+	q := url.Values{}
+	if req.op == seqLogin {
+		user := "mallory"
+		if req.who >= 0 {
+			user = seqUsers[req.who]
+		}
+		q.Set("u", user)
+	}
+	if req.public {
+		q.Set("public", "1")
+	}
+	hr, err := http.NewRequest(http.MethodPost, r.url+"/"+seqOpNames[req.op]+"?"+q.Encode(), nil)
+	if err != nil {
+		r.fatalf("%v", err)
+	}
+	if len(req.cookies) > 0 {
+		var parts []string
+		for _, c := range req.cookies {
+			parts = append(parts, r.name+"="+c)
+		}
+		hr.Header.Set("Cookie", strings.Join(parts, "; "))
+	}
+	if req.bearer != "" {
+		hr.Header.Set("Authorization", "Bearer "+req.bearer)
+	}
+	loads := r.backend.loads.Load()
+	resp, err := r.client.Do(hr)
+	if err != nil {
+		r.fatalf("%v", err)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		r.fatalf("read body: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		r.fatalf("status %d: %s", resp.StatusCode, raw)
+	}
+	var body seqBody
+	if err := json.Unmarshal(raw, &body); err != nil {
+		r.fatalf("body %q: %v", raw, err)
+	}
+
+	// Caching rules.
+	var vary []string
+	for _, v := range resp.Header.Values("Vary") {
+		for f := range strings.SplitSeq(v, ",") {
+			vary = append(vary, strings.TrimSpace(f))
+		}
+	}
+	if !slices.Contains(vary, "Cookie") || !slices.Contains(vary, "Authorization") {
+		r.fatalf("Vary %q, want Cookie and Authorization", resp.Header.Values("Vary"))
+	}
+	var set []*http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == r.name {
+			set = append(set, c)
+		}
+	}
+	if len(set) > 1 {
+		r.fatalf("%d session Set-Cookies: %q", len(set), resp.Header.Values("Set-Cookie"))
+	}
+	if len(set) == 1 {
+		want := "no-store"
+		if req.public {
+			want = "private, max-age=60"
+		}
+		if cc := resp.Header.Values("Cache-Control"); len(cc) != 1 || cc[0] != want {
+			r.fatalf("Set-Cookie with Cache-Control %q, want %q", cc, want)
+		}
+	}
+
+	// Backend load: none for credentials that do not verify.
+	if n := r.backend.loads.Load() - loads; len(keys) == 0 && n != 0 {
+		r.fatalf("no credential verifies, yet %d loads", n)
+	}
+
+	// The session shown.
+	if body.Had {
+		if req.who < 0 {
+			r.fatalf("an anonymous attacker request was served as %q", body.User)
+		}
+		if !req.toss && body.User != seqUsers[req.who] {
+			r.fatalf("client %d (%s) was served as %q", req.who, seqUsers[req.who], body.User)
+		}
+		if !slices.ContainsFunc(keys, func(k string) bool { return !r.dead[k] }) {
+			r.fatalf("only dead keys, yet served as %q", body.User)
+		}
+	}
+	var row *seqRow
+	if live != "" {
+		row = r.rows[live]
+	}
+	switch {
+	case row == nil && body.Had:
+		r.fatalf("served as %q n=%d; want no session (ambiguous %v)", body.User, body.N, ambiguous)
+	case row != nil && (!body.Had || body.User != row.user || body.N != row.n):
+		r.fatalf("served %+v; want %q n=%d", body, row.user, row.n)
+	case row != nil && !req.toss && row.owner != req.who:
+		r.fatalf("model: client %d holds a session of %d", req.who, row.owner)
+	}
+
+	// The cookie and token the response should carry: "" for none, "same"
+	// for the live key, "new" for a fresh one, "expire".
+	wantCookie, wantToken := "", ""
+	switch {
+	case req.op == seqLogin:
+		wantCookie, wantToken = "new", "new"
+	case live != "" && req.op == seqInc:
+		wantCookie, wantToken = "same", "same"
+	case live != "" && req.op == seqRead:
+		wantToken = "same"
+	case live != "" && req.op == seqLogout:
+		wantCookie = "expire"
+	case live != "" && req.op == seqRotate:
+		wantCookie, wantToken = "new", "new"
+	case loneExpired != "":
+		wantCookie = "expire" // the dead row is deleted on sight
+	}
+	if bearer {
+		wantCookie = "" // a bearer client gets its token from the body
+	}
+	tokenKey := ""
+	if body.Token != "" {
+		k, ok := r.decode(body.Token)
+		if !ok {
+			r.fatalf("token %q does not verify", body.Token)
+		}
+		tokenKey = k
+	}
+	switch {
+	case wantToken == "" && tokenKey != "":
+		r.fatalf("unexpected token")
+	case wantToken != "" && tokenKey == "":
+		r.fatalf("no token, want the %s key", wantToken)
+	case r.dead[tokenKey]:
+		r.fatalf("the token carries a dead key")
+	case wantToken == "same" && tokenKey != live:
+		r.fatalf("the token carries another key")
+	case wantToken == "new" && r.seen[tokenKey]:
+		r.fatalf("the token carries a key seen before, not a fresh one")
+	}
+	cookieKey := ""
+	switch {
+	case wantCookie == "" && len(set) != 0:
+		r.fatalf("unexpected Set-Cookie %q", resp.Header.Values("Set-Cookie"))
+	case wantCookie != "" && len(set) == 0:
+		r.fatalf("no Set-Cookie, want %s", wantCookie)
+	case wantCookie == "expire" && (set[0].MaxAge >= 0 || set[0].Value != ""):
+		r.fatalf("Set-Cookie %q, want an expiry", resp.Header.Values("Set-Cookie"))
+	case wantCookie == "same" || wantCookie == "new":
+		k, ok := r.decode(set[0].Value)
+		switch {
+		case !ok:
+			r.fatalf("Set-Cookie %q does not verify", resp.Header.Values("Set-Cookie"))
+		case r.dead[k]:
+			r.fatalf("Set-Cookie carries a dead key")
+		case wantCookie == "same" && k != live:
+			r.fatalf("Set-Cookie carries another key than the live one")
+		case wantCookie == "new" && k != tokenKey:
+			r.fatalf("Set-Cookie and token carry different new keys")
+		}
+		cookieKey = k
+	}
+
+	// Update the model.
+	for _, k := range keys {
+		r.seen[k] = true
+	}
+	if tokenKey != "" {
+		r.remember(tokenKey, body.Token)
+	}
+	if cookieKey != "" {
+		r.remember(cookieKey, set[0].Value)
+	}
+	if wantToken == "new" {
+		r.seen[tokenKey] = true
+		r.issued = append(r.issued, tokenKey)
+	}
+	if loneExpired != "" {
+		r.kill(loneExpired, true)
+	}
+	switch {
+	case req.op == seqLogin:
+		if live != "" {
+			r.kill(live, true)
+		}
+		r.rows[tokenKey] = &seqRow{owner: req.who, user: q.Get("u"), created: r.now}
+	case live == "":
+	case req.op == seqInc:
+		row.n++
+	case req.op == seqLogout:
+		r.kill(live, true)
+	case req.op == seqRotate:
+		r.rows[tokenKey] = &seqRow{owner: row.owner, user: row.user, n: row.n, created: r.now}
+		r.kill(live, true)
+	}
+
+	// The client keeps what it was given. A victim served as the attacker
+	// (its own cookie dead, the tossed one live: only the __Host- prefix
+	// prevents that) does not keep the attacker's cookie.
+	if req.who < 0 || (req.toss && (live == "" || live != r.keyOf(r.jar[req.who]))) {
+		return
+	}
+	if len(set) == 1 {
+		r.jar[req.who] = set[0].Value
+		if set[0].MaxAge < 0 {
+			r.jar[req.who] = ""
+		}
+	}
+	if body.Token != "" {
+		r.token[req.who] = body.Token
+	}
+}
+
+func (r *seqRig) keyOf(value string) string {
+	k, _ := r.decode(value)
+	return k
+}
