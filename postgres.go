@@ -4,12 +4,13 @@ import (
 	"context"
 	"database/sql"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -49,9 +50,7 @@ type PostgresBackend struct {
 	schema  string // unquoted schema, or "" for the search path
 	timeout time.Duration
 	err     error // a bad option, reported by every call
-
-	mu    sync.Mutex
-	stmts map[string]*sql.Stmt
+	inline  bool  // the driver is lib/pq: values go into the text, see run
 }
 
 // PostgresOption configures a PostgresBackend.
@@ -75,13 +74,15 @@ func WithQueryTimeout(d time.Duration) PostgresOption {
 // NewPostgresBackend returns a backend that stores sessions in db. Call
 // Migrate once at startup to create or check the table.
 func NewPostgresBackend(db *sqlx.DB, opts ...PostgresOption) *PostgresBackend {
-	b := &PostgresBackend{db: db, timeout: DefaultQueryTimeout, stmts: make(map[string]*sql.Stmt)}
+	b := &PostgresBackend{db: db, timeout: DefaultQueryTimeout}
 	b.setTable(DefaultTable)
 	for _, o := range opts {
 		o(b)
 	}
 	if db == nil {
 		b.err = errors.New("pgsession: NewPostgresBackend: db is nil")
+	} else {
+		_, b.inline = db.Driver().(*pq.Driver)
 	}
 	return b
 }
@@ -133,46 +134,6 @@ const (
 		SELECT key_hash FROM {t} WHERE accessed_at < $1 OR created_at < $2 LIMIT $3 FOR UPDATE SKIP LOCKED))`
 )
 
-// stmt returns the prepared form of query, preparing it on first use. A
-// failed prepare (database down) is retried on the next call. The prepare
-// runs outside the lock, so an outage does not queue every request behind
-// one slow attempt.
-func (b *PostgresBackend) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
-	if b.err != nil {
-		return nil, b.err
-	}
-	b.mu.Lock()
-	st, ok := b.stmts[query]
-	b.mu.Unlock()
-	if ok {
-		return st, nil
-	}
-	st, err := b.db.PrepareContext(ctx, strings.ReplaceAll(query, "{t}", b.table))
-	if err != nil {
-		return nil, fmt.Errorf("pgsession: prepare: %w", err)
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if prev, ok := b.stmts[query]; ok { // another request won the race
-		_ = st.Close()
-		return prev, nil
-	}
-	b.stmts[query] = st
-	return st, nil
-}
-
-// Close releases the prepared statements. It does not close the database.
-func (b *PostgresBackend) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var errs []error
-	for q, st := range b.stmts {
-		errs = append(errs, st.Close())
-		delete(b.stmts, q)
-	}
-	return errors.Join(errs...)
-}
-
 func (b *PostgresBackend) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if b.timeout > 0 {
 		return context.WithTimeout(ctx, b.timeout)
@@ -180,37 +141,196 @@ func (b *PostgresBackend) withTimeout(ctx context.Context) (context.Context, con
 	return ctx, func() {}
 }
 
-// exec runs the prepared query with args and returns the rows it affected.
+// Close releases nothing and returns nil: the backend prepares no
+// statements and holds no connection of its own. It does not close the
+// database. It exists so that callers may treat the backend as an io.Closer.
+func (b *PostgresBackend) Close() error { return nil }
+
+// exec runs query with args and returns the rows it affected.
 func (b *PostgresBackend) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	return b.run(ctx, query, args, nil)
+}
+
+// run executes one statement of the backend: query, with {t} standing for
+// the table and $n for args[n-1], on a pool connection of b.db. With a nil
+// scan it returns the rows the statement affected; otherwise it hands the
+// result rows to scan and returns 0.
+//
+// It never prepares a named statement, so that no server connection state
+// is assumed between two calls (a transaction pooler such as PgBouncer
+// hands each statement to any server connection). With lib/pq (inline) the
+// arguments are rendered into the text as literals, which lib/pq sends in
+// one Query message: one round trip, and nothing for a pooler to split.
+// Other drivers get the arguments as parameters.
+//
+// The whole call is bounded by the query timeout. If ctx ends before the
+// statement has returned, the outcome is unknown and run returns an error
+// wrapping ctx.Err(), even if the driver reported success. Errors say
+// whether the deadline hit while waiting for a pool connection or while the
+// statement ran.
+func (b *PostgresBackend) run(ctx context.Context, query string, args []any, scan func(*sql.Rows) error) (int64, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	text, err := b.render(query, args)
+	if err != nil {
+		return 0, err
+	}
+	if b.inline {
+		args = nil
+	}
 	ctx, cancel := b.withTimeout(ctx)
 	defer cancel()
-	st, err := b.stmt(ctx, query)
+	start := time.Now()
+	conn, err := b.db.Conn(ctx)
 	if err != nil {
-		return 0, err
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("pgsession: no pool connection after waiting %v (raise db.SetMaxOpenConns or WithQueryTimeout, or check that the database is reachable): %w",
+				time.Since(start).Round(time.Millisecond), errors.Join(ctx.Err(), err))
+		}
+		return 0, fmt.Errorf("pgsession: get a pool connection: %w", err)
 	}
-	res, err := st.ExecContext(ctx, args...)
+	defer conn.Close()
+	waited := time.Since(start)
+	var n int64
+	if scan == nil {
+		var res sql.Result
+		if res, err = conn.ExecContext(ctx, text, args...); err == nil {
+			n, err = res.RowsAffected()
+		}
+	} else {
+		var rows *sql.Rows
+		if rows, err = conn.QueryContext(ctx, text, args...); err == nil {
+			err = scan(rows)
+			if cerr := rows.Close(); err == nil {
+				err = cerr
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		// lib/pq may report success for a statement it cancelled (one that
+		// committed locally and waited for a synchronous standby): the
+		// outcome is unknown, so it is never reported as done.
+		return 0, fmt.Errorf("pgsession: statement did not complete in time (pool connection after %v, statement ran %v), its outcome is unknown: %w",
+			waited.Round(time.Millisecond), (time.Since(start) - waited).Round(time.Millisecond), errors.Join(ctx.Err(), err))
+	}
 	if err != nil {
-		return 0, err
+		return 0, explain(err)
 	}
-	return res.RowsAffected()
+	return n, nil
+}
+
+// explain adds a remedy to the errors a connection pooler causes when the
+// driver relies on prepared statements living on one server connection.
+func explain(err error) error {
+	var st interface{ SQLState() string }
+	if errors.As(err, &st) && (st.SQLState() == "26000" || st.SQLState() == "42P05") ||
+		strings.Contains(err.Error(), "prepared statement") && strings.Contains(err.Error(), "does not exist") {
+		return fmt.Errorf("pgsession: the driver's prepared statement is missing or duplicated on the server connection, "+
+			"as happens behind a transaction pooler (PgBouncer pool_mode=transaction): with pgx add default_query_exec_mode=exec "+
+			"to the connection string, otherwise check the pooler's prepared-statement support: %w", err)
+	}
+	return err
+}
+
+// placeholder matches what render substitutes in a statement template.
+var placeholder = regexp.MustCompile(`\{t\}|\$[0-9]+`)
+
+// render returns query with {t} replaced by the table and, when b.inline,
+// each $n by args[n-1] as a literal. The template is scanned once, so a
+// table name or a value that itself contains "$1" or "{t}" is never
+// substituted again.
+func (b *PostgresBackend) render(query string, args []any) (string, error) {
+	var err error
+	text := placeholder.ReplaceAllStringFunc(query, func(p string) string {
+		if p == "{t}" {
+			return b.table
+		}
+		if !b.inline {
+			return p
+		}
+		i, _ := strconv.Atoi(p[1:])
+		if i < 1 || i > len(args) {
+			err = fmt.Errorf("pgsession: statement wants %s, has %d arguments", p, len(args))
+			return p
+		}
+		lit, lerr := literal(args[i-1])
+		if lerr != nil && err == nil {
+			err = lerr
+		}
+		return lit
+	})
+	return text, err
+}
+
+// literal returns v as a PostgreSQL literal that means v whatever
+// standard_conforming_strings says: strings are E'...' with backslash and
+// quote escaped, bytea is hex. Strings must be valid UTF-8 without NUL
+// (which PostgreSQL text cannot hold in any case).
+func literal(v any) (string, error) {
+	switch v := v.(type) {
+	case nil:
+		return "NULL", nil
+	case bool:
+		if v {
+			return "TRUE", nil
+		}
+		return "FALSE", nil
+	case int:
+		return strconv.Itoa(v), nil
+	case int64:
+		return strconv.FormatInt(v, 10), nil
+	case []byte:
+		if v == nil {
+			return "NULL", nil
+		}
+		return `E'\\x` + hex.EncodeToString(v) + `'::bytea`, nil
+	case string:
+		return quoteString(v)
+	case time.Time:
+		return quoteString(string(pq.FormatTimestamp(v)))
+	case []string:
+		if v == nil {
+			return "NULL", nil
+		}
+		elems := make([]string, len(v))
+		for i, s := range v {
+			q, err := quoteString(s)
+			if err != nil {
+				return "", err
+			}
+			elems[i] = q
+		}
+		return "ARRAY[" + strings.Join(elems, ",") + "]::text[]", nil
+	}
+	return "", fmt.Errorf("pgsession: cannot write %T as a literal", v)
+}
+
+// quoteString returns s as an escape string literal E'...'.
+func quoteString(s string) (string, error) {
+	if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+		return "", fmt.Errorf("pgsession: string %q is not valid UTF-8 text without NUL", s)
+	}
+	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'", nil
 }
 
 // Load implements Backend: one indexed SELECT.
 func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
-	st, err := b.stmt(ctx, sqlLoad)
-	if err != nil {
-		return nil, err
-	}
 	rec := &Record{ID: id}
 	var data []byte
-	err = st.QueryRowContext(ctx, id[:]).Scan(&data, &rec.Created, &rec.Accessed)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
+	found := false
+	_, err := b.run(ctx, sqlLoad, []any{id[:]}, func(rows *sql.Rows) error {
+		if !rows.Next() {
+			return rows.Err()
+		}
+		found = true
+		return rows.Scan(&data, &rec.Created, &rec.Accessed)
+	})
 	if err != nil {
 		return nil, err
+	}
+	if !found {
+		return nil, ErrNotFound
 	}
 	if err := json.Unmarshal(data, &rec.Data); err != nil {
 		return nil, fmt.Errorf("pgsession: session %s: stored data is not a JSON object: %w", id, err)
@@ -237,11 +357,11 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 		if a.Patch.IsEmpty() {
 			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed))
 		} else {
-			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete), nullTime(a.Accessed),
+			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), b.array(a.Patch.Delete), nullTime(a.Accessed),
 				a.SetPrincipal, nullString(a.Principal))
 		}
 	case OpRotate:
-		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete),
+		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), b.array(a.Patch.Delete),
 			a.Created, a.Accessed, a.SetPrincipal, nullString(a.Principal))
 	case OpDelete:
 		_, err = b.exec(ctx, sqlDelete, a.Old[:])
@@ -273,28 +393,32 @@ func (b *PostgresBackend) DeleteByPrincipal(ctx context.Context, principal strin
 
 // ListByPrincipal implements PrincipalBackend.
 func (b *PostgresBackend) ListByPrincipal(ctx context.Context, principal string) ([]Record, error) {
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
-	st, err := b.stmt(ctx, sqlListByPrincipal)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := st.QueryContext(ctx, principal)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	var out []Record
-	for rows.Next() {
-		var r Record
-		var id []byte
-		if err := rows.Scan(&id, &r.Created, &r.Accessed); err != nil {
-			return nil, err
+	_, err := b.run(ctx, sqlListByPrincipal, []any{principal}, func(rows *sql.Rows) error {
+		for rows.Next() {
+			var r Record
+			var id []byte
+			if err := rows.Scan(&id, &r.Created, &r.Accessed); err != nil {
+				return err
+			}
+			copy(r.ID[:], id)
+			out = append(out, r)
 		}
-		copy(r.ID[:], id)
-		out = append(out, r)
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	return out, nil
+}
+
+// array passes keys as a text[] argument: a []string that render quotes,
+// or, as a parameter, through pq.Array (which pgx accepts too).
+func (b *PostgresBackend) array(keys []string) any {
+	if b.inline {
+		return keys
+	}
+	return pq.Array(keys)
 }
 
 func nullString(s string) any {
