@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -283,5 +284,52 @@ func TestQueryTimeout(t *testing.T) {
 	}
 	if code := a.get(0, true); code != http.StatusOK {
 		t.Errorf("after the lock was released: %d", code)
+	}
+}
+
+// A timed-out call says which phase the deadline hit: the wait for a pool
+// connection, or the statement. Either way the error wraps the context's,
+// and a write whose outcome is unknown is never reported as done.
+func TestQueryTimeoutSaysWhere(t *testing.T) {
+	admin := pgtest.Open(t, "postgres")
+	table := pgtest.Schema(t, admin) + ".sessions"
+	db, _ := openPool(t, "pgsession_timeout_")
+	db.SetMaxOpenConns(1)
+	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(table), pgsession.WithQueryTimeout(200*time.Millisecond))
+	ctx := context.Background()
+	if err := b.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id := randomID()
+	now := time.Now()
+	if err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpInsert, New: id, Created: now, Accessed: now}); err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := db.Conn(ctx) // the pool's only connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Load(ctx, id)
+	conn.Close()
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no pool connection") {
+		t.Errorf("Load with the pool exhausted: %v; want a deadline error naming the pool", err)
+	}
+
+	tx, err := admin.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec("SELECT 1 FROM " + table + " FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	err = b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: id, New: randomID(), Created: now, Accessed: now})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "outcome is unknown") || errors.Is(err, pgsession.ErrGone) {
+		t.Errorf("rotation stuck behind a row lock: %v; want a deadline error naming the statement", err)
+	}
+	_ = tx.Rollback()
+	if _, err := b.Load(ctx, id); err != nil {
+		t.Errorf("after the lock was released: %v", err)
 	}
 }

@@ -108,9 +108,12 @@ func (b *PostgresBackend) setTable(name string) {
 // The statements, with {t} standing for the quoted table.
 const (
 	sqlLoad = `SELECT data, created_at, accessed_at FROM {t} WHERE key_hash = $1`
-	// $1 is an expired row to drop, or NULL.
+	// $1 is an expired row to drop, or NULL. A row already under the new
+	// key can only be this insert's own earlier attempt (the key is 256
+	// random bits), whose answer was lost: the repeat then does nothing.
 	sqlInsert = `WITH dead AS (DELETE FROM {t} WHERE key_hash = $1)
-		INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal) VALUES ($2, $3::jsonb, $4, $5, $6)`
+		INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal) VALUES ($2, $3::jsonb, $4, $5, $6)
+		ON CONFLICT (key_hash) DO NOTHING`
 	// GREATEST ignores a NULL $n: the access time then stays as it is.
 	sqlTouch  = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2) WHERE key_hash = $1`
 	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - COALESCE($4::text[], '{}') END,
@@ -124,6 +127,7 @@ const (
 		data = CASE WHEN $3 THEN $4::jsonb ELSE (data || $4::jsonb) - COALESCE($5::text[], '{}') END,
 		created_at = $6, accessed_at = $7, principal = CASE WHEN $8 THEN $9 ELSE principal END
 		WHERE key_hash = $1`
+	sqlExists            = `SELECT 1 FROM {t} WHERE key_hash = $1`
 	sqlDelete            = `DELETE FROM {t} WHERE key_hash = $1`
 	sqlDeleteByPrincipal = `DELETE FROM {t} WHERE principal = $1`
 	sqlListByPrincipal   = `SELECT key_hash, created_at, accessed_at FROM {t} WHERE principal = $1 ORDER BY accessed_at DESC`
@@ -338,7 +342,10 @@ func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
 	return rec, nil
 }
 
-// Apply implements Backend: one statement per action.
+// Apply implements Backend: one statement per action. An insert or rotation
+// repeated after its first attempt committed (its answer lost) succeeds
+// without writing again; a rotation that finds its old row gone costs a
+// second statement to check for that.
 func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 	var (
 		n   int64
@@ -352,7 +359,8 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 		if a.Old != (ID{}) {
 			dead = a.Old[:]
 		}
-		n, err = b.exec(ctx, sqlInsert, dead, a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal))
+		_, err = b.exec(ctx, sqlInsert, dead, a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal))
+		n = 1
 	case OpUpdate:
 		if a.Patch.IsEmpty() {
 			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed))
@@ -363,6 +371,16 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 	case OpRotate:
 		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), b.array(a.Patch.Delete),
 			a.Created, a.Accessed, a.SetPrincipal, nullString(a.Principal))
+		if err == nil && n == 0 {
+			// The old row is gone: by a concurrent logout or rotation, or
+			// by this very rotation, repeated after its answer was lost.
+			_, err = b.run(ctx, sqlExists, []any{a.New[:]}, func(rows *sql.Rows) error {
+				if rows.Next() {
+					n = 1
+				}
+				return rows.Err()
+			})
+		}
 	case OpDelete:
 		_, err = b.exec(ctx, sqlDelete, a.Old[:])
 		n = 1
