@@ -136,6 +136,14 @@ const (
 	// so a batch costs in proportion to its size, not the table's.
 	sqlDeleteExpired = `DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
 		SELECT key_hash FROM {t} WHERE accessed_at < $1 OR created_at < $2 LIMIT $3 FOR UPDATE SKIP LOCKED))`
+	// sqlDeleteExpired under the cleanup lock of the table $4: a
+	// transaction-scoped advisory lock whose first key is "pgsm" in ASCII,
+	// taken without waiting and released when the statement ends. When it
+	// is not granted, the gating condition stops the scan before any row.
+	sqlDeleteExpiredExclusive = `WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(1886610285, hashtext($4)) AS ok),
+		del AS (DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
+			SELECT key_hash FROM {t} WHERE (SELECT ok FROM lock) AND (accessed_at < $1 OR created_at < $2) LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING 1)
+		SELECT (SELECT ok FROM lock), (SELECT count(*) FROM del)`
 )
 
 func (b *PostgresBackend) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -401,6 +409,23 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 func (b *PostgresBackend) DeleteExpired(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
 	n, err := b.exec(ctx, sqlDeleteExpired, nullTime(idleBefore), nullTime(createdBefore), limit)
 	return int(n), err
+}
+
+// DeleteExpiredExclusive implements ExclusiveCleaner: DeleteExpired and
+// the cleanup lock, a transaction-scoped advisory lock keyed by the table,
+// in one statement. No connection or lock outlives the call, so it is safe
+// behind any connection pooler.
+func (b *PostgresBackend) DeleteExpiredExclusive(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (n int, ok bool, err error) {
+	_, err = b.run(ctx, sqlDeleteExpiredExclusive, []any{nullTime(idleBefore), nullTime(createdBefore), limit, b.table}, func(rows *sql.Rows) error {
+		if !rows.Next() {
+			return errors.Join(rows.Err(), errors.New("pgsession: cleanup returned no row"))
+		}
+		return rows.Scan(&ok, &n)
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	return n, ok, nil
 }
 
 // DeleteByPrincipal implements PrincipalBackend.
