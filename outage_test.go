@@ -100,6 +100,27 @@ func (a *counterApp) get(i int, write bool) int {
 	return resp.StatusCode
 }
 
+// startLoad runs a.load(workers) in the background. The returned stop ends
+// the load and returns the statuses seen; it is also called when t ends, so
+// a test that fails midway never leaves load running (nor the server's
+// Close waiting for it).
+func (a *counterApp) startLoad(t *testing.T, workers int) (stop func() map[int]int) {
+	done := make(chan struct{})
+	seen := make(chan map[int]int, 1)
+	go func() { seen <- a.load(workers, done) }()
+	var once sync.Once
+	var statuses map[int]int
+	stop = func() map[int]int {
+		once.Do(func() {
+			close(done)
+			statuses = <-seen
+		})
+		return statuses
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
 // load runs workers until stop is closed and returns the statuses seen.
 func (a *counterApp) load(workers int, stop <-chan struct{}) map[int]int {
 	var mu sync.Mutex
@@ -169,16 +190,13 @@ func TestOutageTerminatedConnections(t *testing.T) {
 	}
 	a := newCounterApp(t, db, table, 20)
 
-	stop := make(chan struct{})
-	seen := make(chan map[int]int)
-	go func() { seen <- a.load(8, stop) }()
+	stop := a.startLoad(t, 8)
 	killed := 0
 	for range 5 {
 		time.Sleep(100 * time.Millisecond)
 		killed += pgtest.Count(t, admin, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app)
 	}
-	close(stop)
-	statuses := <-seen
+	statuses := stop()
 	t.Logf("terminated %d connections; statuses under load: %v", killed, statuses)
 	if killed == 0 {
 		t.Fatal("no connection was terminated: the test did not test anything")
@@ -204,17 +222,14 @@ func TestOutageServerRestart(t *testing.T) {
 	}
 	a := newCounterApp(t, db, "sessions", 10, pgsession.WithQueryTimeout(2*time.Second))
 
-	stop := make(chan struct{})
-	seen := make(chan map[int]int)
-	go func() { seen <- a.load(4, stop) }()
+	stop := a.startLoad(t, 4)
 	time.Sleep(200 * time.Millisecond)
 	c.Stop()
 	time.Sleep(300 * time.Millisecond)
 	down := a.get(0, false)
 	c.Start()
 	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	statuses := <-seen
+	statuses := stop()
 	t.Logf("statuses across the restart: %v", statuses)
 	if down != http.StatusInternalServerError {
 		t.Errorf("with the server down: status %d, want the ErrorHandler's 500", down)
