@@ -245,34 +245,39 @@ func explain(err error) error {
 	return err
 }
 
-// placeholder matches what render substitutes in a statement template.
-var placeholder = regexp.MustCompile(`\{t\}|\$[0-9]+`)
-
 // render returns query with {t} replaced by the table and, when b.inline,
 // each $n by args[n-1] as a literal. The template is scanned once, so a
 // table name or a value that itself contains "$1" or "{t}" is never
-// substituted again.
+// substituted again. (The templates hold no other "$" or "{t}".)
 func (b *PostgresBackend) render(query string, args []any) (string, error) {
-	var err error
-	text := placeholder.ReplaceAllStringFunc(query, func(p string) string {
-		if p == "{t}" {
-			return b.table
+	var out strings.Builder
+	out.Grow(len(query) + len(b.table) + 80*len(args))
+	for i := 0; i < len(query); {
+		switch {
+		case strings.HasPrefix(query[i:], "{t}"):
+			out.WriteString(b.table)
+			i += len("{t}")
+		case b.inline && query[i] == '$':
+			j := i + 1
+			for j < len(query) && '0' <= query[j] && query[j] <= '9' {
+				j++
+			}
+			n, err := strconv.Atoi(query[i+1 : j])
+			if err != nil || n < 1 || n > len(args) {
+				return "", fmt.Errorf("pgsession: statement wants %s, has %d arguments", query[i:j], len(args))
+			}
+			lit, err := literal(args[n-1])
+			if err != nil {
+				return "", err
+			}
+			out.WriteString(lit)
+			i = j
+		default:
+			out.WriteByte(query[i])
+			i++
 		}
-		if !b.inline {
-			return p
-		}
-		i, _ := strconv.Atoi(p[1:])
-		if i < 1 || i > len(args) {
-			err = fmt.Errorf("pgsession: statement wants %s, has %d arguments", p, len(args))
-			return p
-		}
-		lit, lerr := literal(args[i-1])
-		if lerr != nil && err == nil {
-			err = lerr
-		}
-		return lit
-	})
-	return text, err
+	}
+	return out.String(), nil
 }
 
 // literal returns v as a PostgreSQL literal that means v whatever
