@@ -328,8 +328,11 @@ func quoteString(s string) (string, error) {
 	if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
 		return "", fmt.Errorf("pgsession: string %q is not valid UTF-8 text without NUL", s)
 	}
-	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'", nil
+	return "E'" + escaper.Replace(s) + "'", nil
 }
+
+// escaper doubles backslashes and single quotes, for E'...'.
+var escaper = strings.NewReplacer(`\`, `\\`, `'`, `''`)
 
 // Load implements Backend: one indexed SELECT.
 func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
