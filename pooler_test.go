@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/pgsession/pgsession"
@@ -259,5 +261,27 @@ func TestPgBouncerLoad(t *testing.T) {
 		clients, acked, errs, lost, revived, len(dead))
 	if errs != 0 || lost != 0 || revived != 0 {
 		t.Errorf("errors %d, lost acknowledged writes %d, revived keys %d; want all 0", errs, lost, revived)
+	}
+}
+
+// pgx pool users hand the backend their *pgxpool.Pool through stdlib: the
+// conformance suite passes, directly and (exec mode) through PgBouncer.
+func TestPostgresBackendPgxPool(t *testing.T) {
+	pgtest.Open(t, "pgx")
+	bouncer := pgtest.NewPgBouncer(t)
+	for name, url := range map[string]string{"direct": pgtest.URL(), "pgbouncer": bouncer.URL("default_query_exec_mode=exec")} {
+		t.Run(name, func(t *testing.T) {
+			pool, err := pgxpool.New(context.Background(), url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pool.Close)
+			db := sqlx.NewDb(stdlib.OpenDBFromPool(pool), "pgx")
+			t.Cleanup(func() { _ = db.Close() })
+			pgsessiontest.TestBackend(t, func(t *testing.T) pgsession.Backend {
+				b, _ := pgtest.NewBackendOn(t, db)
+				return b
+			})
+		})
 	}
 }
