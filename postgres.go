@@ -3,6 +3,7 @@ package pgsession
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
@@ -177,7 +178,10 @@ func (b *PostgresBackend) exec(ctx context.Context, query string, args ...any) (
 //
 // The whole call is bounded by the query timeout. If ctx ends before the
 // statement has returned, the outcome is unknown and run returns an error
-// wrapping ctx.Err(), even if the driver reported success. Errors say
+// wrapping ctx.Err(), even if the driver reported success. A connection
+// found dead (driver.ErrBadConn) is retried, at most three attempts in all,
+// as database/sql does: inserts and rotations are safe to repeat (see
+// OpInsert), and every other statement is idempotent. Errors say
 // whether the deadline hit while waiting for a pool connection or while the
 // statement ran.
 func (b *PostgresBackend) run(ctx context.Context, query string, args []any, scan func(*sql.Rows) error) (int64, error) {
@@ -193,6 +197,18 @@ func (b *PostgresBackend) run(ctx context.Context, query string, args []any, sca
 	}
 	ctx, cancel := b.withTimeout(ctx)
 	defer cancel()
+	// Like database/sql's own methods, retry on a connection found dead
+	// (driver.ErrBadConn): every statement of the backend is safe to repeat.
+	for attempt := 1; ; attempt++ {
+		n, err := b.attempt(ctx, text, args, scan)
+		if !errors.Is(err, driver.ErrBadConn) || attempt == 3 || ctx.Err() != nil {
+			return n, err
+		}
+	}
+}
+
+// attempt is one try of run, on one pool connection.
+func (b *PostgresBackend) attempt(ctx context.Context, text string, args []any, scan func(*sql.Rows) error) (int64, error) {
 	start := time.Now()
 	conn, err := b.db.Conn(ctx)
 	if err != nil {
