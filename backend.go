@@ -69,7 +69,9 @@ const (
 	OpNone Op = iota
 	// OpInsert stores a new session under New with the data Patch.Set,
 	// timestamps Created and Accessed. If Old is set, the (expired) row Old is
-	// removed in the same step, whether or not it still exists.
+	// removed in the same step, whether or not it still exists. New is
+	// random, so a row already under New is this insert's own earlier
+	// attempt: repeating an insert succeeds and writes nothing more.
 	OpInsert
 	// OpUpdate applies Patch to the row Old and moves its access time forward
 	// to Accessed (never backwards; a zero Accessed leaves it as it is). If
@@ -80,7 +82,9 @@ const (
 	// step that a concurrent bulk deletion (DeleteByPrincipal) cannot miss:
 	// if the deletion matched the row under Old, the row under New is gone
 	// too. Of concurrent rotations of one row exactly one succeeds. If the
-	// old row no longer exists it returns ErrGone and creates nothing.
+	// old row no longer exists it returns ErrGone and creates nothing,
+	// unless a row exists under New: that is this rotation's own earlier
+	// attempt (New is random), so repeating a rotation succeeds.
 	OpRotate
 	// OpDelete removes the row Old. Removing a row that does not exist is not
 	// an error.
@@ -132,7 +136,10 @@ type Backend interface {
 	// policy's decision), or ErrNotFound.
 	Load(ctx context.Context, id ID) (*Record, error)
 	// Apply executes a. It returns ErrGone when an OpUpdate or OpRotate finds
-	// its row gone (deleted by a concurrent logout or rotation).
+	// its row gone (deleted by a concurrent logout or rotation). Repeating
+	// an OpInsert or OpRotate that succeeded succeeds again. An Apply whose
+	// ctx ends before it returns reports an error (its outcome is unknown),
+	// never success.
 	Apply(ctx context.Context, a Action) error
 	// DeleteExpired removes sessions whose last access is before
 	// idleBefore or whose creation is before createdBefore (a zero time

@@ -2,11 +2,8 @@ package pgsession
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -14,14 +11,16 @@ import (
 // never holds many locks or grows one transaction.
 const cleanupBatch = 1000
 
-// CleanupLocker is implemented by backends shared between processes (the
-// PostgreSQL backend uses an advisory lock), so that of several instances
-// running RunCleanup only one sweeps at a time. A wrapper around such a
-// backend should forward it.
-type CleanupLocker interface {
-	// TryLockCleanup takes the cleanup lock without waiting. It reports false
-	// when another holder has it; otherwise unlock releases it.
-	TryLockCleanup(ctx context.Context) (unlock func(), ok bool, err error)
+// ExclusiveCleaner is implemented by backends shared between processes
+// (PostgresBackend is), so that of several instances running RunCleanup
+// only one deletes at a time. A wrapper around such a backend should
+// forward it.
+type ExclusiveCleaner interface {
+	// DeleteExpiredExclusive is Backend.DeleteExpired done only while no
+	// other DeleteExpiredExclusive runs on the same store: when one does, it
+	// removes nothing and reports ok false. The exclusion lasts exactly as
+	// long as the call, so nothing can be left locked.
+	DeleteExpiredExclusive(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (n int, ok bool, err error)
 }
 
 // DeleteExpired removes the sessions past their idle or absolute timeout,
@@ -73,10 +72,13 @@ func (t policy) cutoffs(now time.Time) (idleBefore, createdBefore time.Time) {
 // RunCleanup sweeps expired sessions (DeleteExpired) now and then every
 // interval until ctx is done, and then returns ctx's error. Each sweep logs
 // what it removed, or its failure, through Config.Logger; a failed sweep is
-// retried at the next interval. Sweeps never overlap: not within this
-// Manager, and, when the backend is a CleanupLocker (PostgreSQL is), not
-// across instances either; an instance that finds another sweeping skips
-// that round. Run it in its own goroutine:
+// retried at the next interval. Sweeps never overlap within this Manager.
+// When the backend is an ExclusiveCleaner (PostgreSQL is), batches never
+// overlap across instances either: an instance that finds another one
+// deleting skips that round, or ends its sweep there if it had begun. On
+// PostgreSQL the exclusion is a transaction-scoped advisory lock taken by
+// each batch's single statement, so it works through any connection pooler
+// and ends with the statement. Run it in its own goroutine:
 //
 //	go m.RunCleanup(ctx, 15*time.Minute)
 func (m *Manager) RunCleanup(ctx context.Context, interval time.Duration) error {
@@ -95,11 +97,15 @@ func (m *Manager) RunCleanup(ctx context.Context, interval time.Duration) error 
 	}
 }
 
-// errSweepBusy means another sweep holds the cleanup lock.
-var errSweepBusy = errors.New("pgsession: another cleanup is running")
+var (
+	// errSweepBusy means another sweep is deleting.
+	errSweepBusy = errors.New("pgsession: another cleanup is running")
+	// errSweepYield means another instance took over a sweep midway.
+	errSweepYield = errors.New("pgsession: another cleanup took over")
+)
 
 // sweep runs one cleanup round unless another one is running here or, for
-// a CleanupLocker backend, anywhere. It logs the outcome.
+// an ExclusiveCleaner backend, anywhere. It logs the outcome.
 func (m *Manager) sweep(ctx context.Context) {
 	n, err := m.sweepOnce(ctx)
 	log := m.cfg.Logger
@@ -118,107 +124,26 @@ func (m *Manager) sweepOnce(ctx context.Context) (int, error) {
 		return 0, errSweepBusy
 	}
 	defer m.sweeping.Unlock()
-	switch b := m.cfg.Backend.(type) {
-	case *PostgresBackend:
-		// The whole sweep runs on the connection that holds the lock, so it
-		// needs one pool connection, not two: with SetMaxOpenConns(1) its
-		// statements would otherwise wait for the lock's own connection.
-		conn, ok, err := b.lockCleanup(ctx)
-		if err != nil {
-			return 0, fmt.Errorf("pgsession: cleanup lock: %w", err)
-		}
-		if !ok {
-			return 0, errSweepBusy
-		}
-		defer b.unlockCleanup(ctx, conn)
-		return m.deleteExpired(ctx, func(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
-			return b.deleteExpiredOn(ctx, conn, idleBefore, createdBefore, limit)
-		})
-	case CleanupLocker:
-		unlock, ok, err := b.TryLockCleanup(ctx)
-		if err != nil {
-			return 0, fmt.Errorf("pgsession: cleanup lock: %w", err)
-		}
-		if !ok {
-			return 0, errSweepBusy
-		}
-		defer unlock()
-	}
-	return m.DeleteExpired(ctx)
-}
-
-// cleanupLockSQL takes or releases the cleanup lock of the table $1: a
-// session-level advisory lock whose first key is "pgsm" in ASCII.
-const cleanupLockSQL = `SELECT %s(1886610285, hashtext($1))`
-
-// TryLockCleanup implements CleanupLocker with a session-level PostgreSQL
-// advisory lock, keyed by the table, held on a pool connection of its own
-// until unlock. RunCleanup does not call it on a *PostgresBackend: it runs
-// the whole sweep on the locking connection instead.
-func (b *PostgresBackend) TryLockCleanup(ctx context.Context) (unlock func(), ok bool, err error) {
-	conn, ok, err := b.lockCleanup(ctx)
+	ex, ok := m.cfg.Backend.(ExclusiveCleaner)
 	if !ok {
-		return nil, false, err
+		return m.DeleteExpired(ctx)
 	}
-	return func() { b.unlockCleanup(ctx, conn) }, true, nil
-}
-
-// lockCleanup takes the cleanup lock on a connection of its own, which it
-// returns, without waiting for another holder. Getting the connection and
-// the lock is bounded by the query timeout.
-func (b *PostgresBackend) lockCleanup(ctx context.Context) (*sql.Conn, bool, error) {
-	if b.err != nil {
-		return nil, false, b.err
+	first := true
+	n, err := m.deleteExpired(ctx, func(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
+		n, ok, err := ex.DeleteExpiredExclusive(ctx, idleBefore, createdBefore, limit)
+		switch {
+		case err != nil:
+			return n, err
+		case !ok && first:
+			return 0, errSweepBusy
+		case !ok:
+			return 0, errSweepYield
+		}
+		first = false
+		return n, nil
+	})
+	if errors.Is(err, errSweepYield) {
+		return n, nil
 	}
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
-	conn, err := b.db.Conn(ctx)
-	if err != nil {
-		return nil, false, err
-	}
-	var ok bool
-	if err := conn.QueryRowContext(ctx, fmt.Sprintf(cleanupLockSQL, "pg_try_advisory_lock"), b.table).Scan(&ok); err != nil {
-		// The lock may have been granted as the call failed (a timeout):
-		// discard the connection, which ends its server session and lock.
-		discard(conn)
-		return nil, false, err
-	}
-	if !ok {
-		_ = conn.Close()
-		return nil, false, nil
-	}
-	return conn, true, nil
-}
-
-// unlockCleanup releases the cleanup lock held by conn and returns conn to
-// the pool. It runs even if the sweep's context has ended.
-func (b *PostgresBackend) unlockCleanup(ctx context.Context, conn *sql.Conn) {
-	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	var released bool
-	if conn.QueryRowContext(uctx, fmt.Sprintf(cleanupLockSQL, "pg_advisory_unlock"), b.table).Scan(&released) != nil || !released {
-		// Returned to the pool, the connection would keep the lock and stop
-		// every later sweep: discard it, which ends its server session.
-		discard(conn)
-		return
-	}
-	_ = conn.Close()
-}
-
-// deleteExpiredOn is DeleteExpired run on conn.
-func (b *PostgresBackend) deleteExpiredOn(ctx context.Context, conn *sql.Conn, idleBefore, createdBefore time.Time, limit int) (int, error) {
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
-	res, err := conn.ExecContext(ctx, strings.ReplaceAll(sqlDeleteExpired, "{t}", b.table), nullTime(idleBefore), nullTime(createdBefore), limit)
-	if err != nil {
-		return 0, err
-	}
-	n, err := res.RowsAffected()
-	return int(n), err
-}
-
-// discard closes conn and drops it from the pool instead of reusing it.
-func discard(conn *sql.Conn) {
-	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-	_ = conn.Close()
+	return n, err
 }

@@ -106,42 +106,71 @@ func TestRunCleanupStopsAndLogs(t *testing.T) {
 	}
 }
 
-// Of several instances sharing a table, only one sweeps at a time: the
-// others find the advisory lock taken and skip the round.
+// Of several instances sharing a table, only one deletes at a time: while
+// another instance is inside a batch (held there by a stalled DELETE), a
+// direct DeleteExpiredExclusive reports it busy having removed nothing, and
+// a RunCleanup round is skipped; once that batch ends, the lock is free.
 func TestCleanupLockAcrossInstances(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
 	b, table := pgtest.NewBackend(t, "postgres")
 	other := pgsession.NewPostgresBackend(pgtest.Open(t, "pgx"), pgsession.WithTable(table)) // another "instance"
-	defer other.Close()
 	var logs syncBuffer
 	env := pgsessiontest.NewEnv(t, pgsession.Config{Backend: b,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	seed(t, table, env.Clock.Now(), 10)
+	idleBefore, createdBefore := env.Clock.Now().Add(-8*time.Hour), env.Clock.Now().Add(-30*24*time.Hour)
 
-	unlock, ok, err := other.TryLockCleanup(context.Background())
-	if err != nil || !ok {
-		t.Fatalf("TryLockCleanup = %v, %v", ok, err)
+	release := stallDeletes(t, db, table)
+	type result struct {
+		n   int
+		ok  bool
+		err error
 	}
-	if _, ok2, err := b.TryLockCleanup(context.Background()); ok2 || err != nil {
-		t.Fatalf("a second holder got the lock: %v, %v", ok2, err)
+	done := make(chan result, 1)
+	go func() {
+		n, ok, err := other.DeleteExpiredExclusive(context.Background(), idleBefore, createdBefore, 5)
+		done <- result{n, ok, err}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for cleanupLocks(t, table) == 0 {
+		if time.Now().After(deadline) {
+			release()
+			r := <-done
+			t.Fatalf("the other instance never took the cleanup lock: %v", r.err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n, ok, err := b.DeleteExpiredExclusive(context.Background(), idleBefore, createdBefore, 100); ok || n != 0 || err != nil {
+		t.Errorf("while another instance deletes: DeleteExpiredExclusive = %d, %v, %v; want 0, busy", n, ok, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_ = env.Manager.RunCleanup(ctx, time.Hour) // one round, then the context ends
 	if n := pgtest.Count(t, db, "SELECT count(*) FROM "+table); n != 30 || !strings.Contains(logs.String(), "skipped") {
-		t.Fatalf("swept while another instance held the lock: %d rows, logs %q", n, logs.String())
+		t.Fatalf("swept while another instance held the lock: logs %q", logs.String())
 	}
-	unlock()
+	release()
+	r := <-done
+	if r.err != nil || !r.ok || r.n != 5 {
+		t.Fatalf("the other instance's batch: %+v, want 5 removed", r)
+	}
+	if n := cleanupLocks(t, table); n != 0 {
+		t.Errorf("%d advisory locks left after the batch", n)
+	}
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel2()
 	_ = env.Manager.RunCleanup(ctx2, time.Hour)
-	if n := pgtest.Count(t, db, "SELECT count(*) FROM "+table); n != 10 {
-		t.Errorf("after the lock was released: %d rows, want the 10 live ones", n)
+	if n := pgtest.Count(t, db, "SELECT count(*) FROM "+table); n != 10 || !strings.Contains(logs.String(), "removed=15") {
+		t.Errorf("after the other batch ended: %d rows, want the 10 live ones; logs %q", n, logs.String())
 	}
-	// Unlock released the lock: it can be taken again.
-	unlock, ok, err = b.TryLockCleanup(context.Background())
-	if err != nil || !ok {
-		t.Fatalf("lock not released: %v, %v", ok, err)
-	}
-	unlock()
+}
+
+// cleanupLocks counts the cleanup locks of table held by any server
+// session: advisory locks on the key pair (1886610285, hashtext of the
+// quoted "schema"."table").
+func cleanupLocks(t *testing.T, table string) int {
+	t.Helper()
+	table = `"` + strings.Replace(table, ".", `"."`, 1) + `"`
+	return pgtest.Count(t, pgtest.Open(t, "postgres"), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND objsubid = 2 AND classid::bigint = 1886610285 AND objid::bigint = (hashtext($1)::bigint + 4294967296) % 4294967296`, table)
 }

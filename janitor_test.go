@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -274,15 +275,28 @@ func advisoryLocks(t *testing.T, admin *sqlx.DB, app string) int {
 		WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1`, app)
 }
 
-// lockTable holds a SHARE lock on table (which blocks DELETE but not the
-// advisory lock) until the returned function is called.
-func lockTable(t *testing.T, admin *sqlx.DB, table string) (release func()) {
+// stallDeletes makes every DELETE on table wait, row by row, until the
+// returned function is called: a BEFORE DELETE trigger waits for an
+// advisory lock (a random key) that the test holds. A batch of the cleanup
+// so stalls inside its statement, holding the cleanup lock.
+func stallDeletes(t *testing.T, admin *sqlx.DB, table string) (release func()) {
 	t.Helper()
+	var key int64
+	if err := admin.Get(&key, `SELECT (random() * 1e15)::bigint`); err != nil {
+		t.Fatal(err)
+	}
+	schema, _, _ := strings.Cut(table, ".")
+	fn := schema + ".stall_deletes"
+	if _, err := admin.Exec(fmt.Sprintf(`CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN PERFORM pg_advisory_xact_lock_shared(%d); RETURN OLD; END $$;
+		CREATE TRIGGER stall_deletes BEFORE DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`, fn, key, table, fn)); err != nil {
+		t.Fatal(err)
+	}
 	tx, err := admin.Beginx()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec("LOCK TABLE " + table + " IN SHARE MODE"); err != nil {
+	if _, err := tx.Exec(`SELECT pg_advisory_xact_lock($1)`, key); err != nil {
 		_ = tx.Rollback()
 		t.Fatal(err)
 	}
@@ -293,7 +307,7 @@ func lockTable(t *testing.T, admin *sqlx.DB, table string) (release func()) {
 }
 
 // Two instances run the janitor on one table at the same time: while one is
-// in the middle of a sweep (held there by a table lock), the other skips
+// in the middle of a batch (held there by a stalled DELETE), the other skips
 // every round without touching the table, and so does a second janitor of
 // the same instance. The lock is released when the sweep ends.
 func TestJanitorsNeverOverlap(t *testing.T) {
@@ -302,7 +316,7 @@ func TestJanitorsNeverOverlap(t *testing.T) {
 	seed(t, table, time.Now(), 2000) // 4,000 expired, 2,000 live
 	a, b := newJanitor(t, table), newJanitor(t, table)
 
-	release := lockTable(t, admin, table)
+	release := stallDeletes(t, admin, table)
 	a.start(t, 20*time.Millisecond)
 	waitBlocked(t, admin, a.app) // a holds the cleanup lock and waits in its first DELETE
 	if n := advisoryLocks(t, admin, a.app); n != 1 {
@@ -355,7 +369,7 @@ func TestJanitorSurvivesKilledConnection(t *testing.T) {
 	seed(t, table, time.Now(), 1000)
 	a := newJanitor(t, table)
 
-	release := lockTable(t, admin, table)
+	release := stallDeletes(t, admin, table)
 	a.start(t, 50*time.Millisecond)
 	waitBlocked(t, admin, a.app)
 	if n := pgtest.Count(t, admin, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, a.app); n == 0 {

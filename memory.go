@@ -57,7 +57,7 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 	case OpNone:
 	case OpInsert:
 		if _, dup := b.rows[a.New]; dup {
-			return fmt.Errorf("pgsession: insert session %s: key exists", a.New)
+			return nil // this insert's earlier attempt: New is random
 		}
 		delete(b.rows, a.Old)
 		b.rows[a.New] = memoryRow{data: a.Patch.applyTo(nil), created: a.Created, accessed: a.Accessed, principal: a.Principal}
@@ -75,6 +75,9 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 	case OpRotate:
 		row, ok := b.rows[a.Old]
 		if !ok {
+			if _, done := b.rows[a.New]; done {
+				return nil // this rotation's earlier attempt: New is random
+			}
 			return ErrGone
 		}
 		delete(b.rows, a.Old)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -99,6 +100,27 @@ func (a *counterApp) get(i int, write bool) int {
 	return resp.StatusCode
 }
 
+// startLoad runs a.load(workers) in the background. The returned stop ends
+// the load and returns the statuses seen; it is also called when t ends, so
+// a test that fails midway never leaves load running (nor the server's
+// Close waiting for it).
+func (a *counterApp) startLoad(t *testing.T, workers int) (stop func() map[int]int) {
+	done := make(chan struct{})
+	seen := make(chan map[int]int, 1)
+	go func() { seen <- a.load(workers, done) }()
+	var once sync.Once
+	var statuses map[int]int
+	stop = func() map[int]int {
+		once.Do(func() {
+			close(done)
+			statuses = <-seen
+		})
+		return statuses
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
 // load runs workers until stop is closed and returns the statuses seen.
 func (a *counterApp) load(workers int, stop <-chan struct{}) map[int]int {
 	var mu sync.Mutex
@@ -168,16 +190,13 @@ func TestOutageTerminatedConnections(t *testing.T) {
 	}
 	a := newCounterApp(t, db, table, 20)
 
-	stop := make(chan struct{})
-	seen := make(chan map[int]int)
-	go func() { seen <- a.load(8, stop) }()
+	stop := a.startLoad(t, 8)
 	killed := 0
 	for range 5 {
 		time.Sleep(100 * time.Millisecond)
 		killed += pgtest.Count(t, admin, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app)
 	}
-	close(stop)
-	statuses := <-seen
+	statuses := stop()
 	t.Logf("terminated %d connections; statuses under load: %v", killed, statuses)
 	if killed == 0 {
 		t.Fatal("no connection was terminated: the test did not test anything")
@@ -203,17 +222,14 @@ func TestOutageServerRestart(t *testing.T) {
 	}
 	a := newCounterApp(t, db, "sessions", 10, pgsession.WithQueryTimeout(2*time.Second))
 
-	stop := make(chan struct{})
-	seen := make(chan map[int]int)
-	go func() { seen <- a.load(4, stop) }()
+	stop := a.startLoad(t, 4)
 	time.Sleep(200 * time.Millisecond)
 	c.Stop()
 	time.Sleep(300 * time.Millisecond)
 	down := a.get(0, false)
 	c.Start()
 	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	statuses := <-seen
+	statuses := stop()
 	t.Logf("statuses across the restart: %v", statuses)
 	if down != http.StatusInternalServerError {
 		t.Errorf("with the server down: status %d, want the ErrorHandler's 500", down)
@@ -284,5 +300,52 @@ func TestQueryTimeout(t *testing.T) {
 	}
 	if code := a.get(0, true); code != http.StatusOK {
 		t.Errorf("after the lock was released: %d", code)
+	}
+}
+
+// A timed-out call says which phase the deadline hit: the wait for a pool
+// connection, or the statement. Either way the error wraps the context's,
+// and a write whose outcome is unknown is never reported as done.
+func TestQueryTimeoutSaysWhere(t *testing.T) {
+	admin := pgtest.Open(t, "postgres")
+	table := pgtest.Schema(t, admin) + ".sessions"
+	db, _ := openPool(t, "pgsession_timeout_")
+	db.SetMaxOpenConns(1)
+	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(table), pgsession.WithQueryTimeout(200*time.Millisecond))
+	ctx := context.Background()
+	if err := b.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id := randomID()
+	now := time.Now()
+	if err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpInsert, New: id, Created: now, Accessed: now}); err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := db.Conn(ctx) // the pool's only connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Load(ctx, id)
+	conn.Close()
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no pool connection") {
+		t.Errorf("Load with the pool exhausted: %v; want a deadline error naming the pool", err)
+	}
+
+	tx, err := admin.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec("SELECT 1 FROM " + table + " FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	err = b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: id, New: randomID(), Created: now, Accessed: now})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "outcome is unknown") || errors.Is(err, pgsession.ErrGone) {
+		t.Errorf("rotation stuck behind a row lock: %v; want a deadline error naming the statement", err)
+	}
+	_ = tx.Rollback()
+	if _, err := b.Load(ctx, id); err != nil {
+		t.Errorf("after the lock was released: %v", err)
 	}
 }

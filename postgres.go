@@ -3,13 +3,15 @@ package pgsession
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -54,9 +56,7 @@ type PostgresBackend struct {
 	schema  string // unquoted schema, or "" for the search path
 	timeout time.Duration
 	err     error // a bad option, reported by every call
-
-	mu    sync.Mutex
-	stmts map[string]*sql.Stmt
+	inline  bool  // the driver is lib/pq: values go into the text, see run
 }
 
 // PostgresOption configures a PostgresBackend.
@@ -80,13 +80,15 @@ func WithQueryTimeout(d time.Duration) PostgresOption {
 // NewPostgresBackend returns a backend that stores sessions in db. Call
 // Migrate once at startup to create or check the table.
 func NewPostgresBackend(db *sqlx.DB, opts ...PostgresOption) *PostgresBackend {
-	b := &PostgresBackend{db: db, timeout: DefaultQueryTimeout, stmts: make(map[string]*sql.Stmt)}
+	b := &PostgresBackend{db: db, timeout: DefaultQueryTimeout}
 	b.setTable(DefaultTable)
 	for _, o := range opts {
 		o(b)
 	}
 	if db == nil {
 		b.err = errors.New("pgsession: NewPostgresBackend: db is nil")
+	} else {
+		_, b.inline = db.Driver().(*pq.Driver)
 	}
 	return b
 }
@@ -112,9 +114,12 @@ func (b *PostgresBackend) setTable(name string) {
 // The statements, with {t} standing for the quoted table.
 const (
 	sqlLoad = `SELECT data, created_at, accessed_at FROM {t} WHERE key_hash = $1`
-	// $1 is an expired row to drop, or NULL.
+	// $1 is an expired row to drop, or NULL. A row already under the new
+	// key can only be this insert's own earlier attempt (the key is 256
+	// random bits), whose answer was lost: the repeat then does nothing.
 	sqlInsert = `WITH dead AS (DELETE FROM {t} WHERE key_hash = $1)
-		INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal) VALUES ($2, $3::jsonb, $4, $5, $6)`
+		INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal) VALUES ($2, $3::jsonb, $4, $5, $6)
+		ON CONFLICT (key_hash) DO NOTHING`
 	// GREATEST ignores a NULL $n: the access time then stays as it is.
 	sqlTouch  = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2) WHERE key_hash = $1`
 	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - COALESCE($4::text[], '{}') END,
@@ -128,6 +133,7 @@ const (
 		data = CASE WHEN $3 THEN $4::jsonb ELSE (data || $4::jsonb) - COALESCE($5::text[], '{}') END,
 		created_at = $6, accessed_at = $7, principal = CASE WHEN $8 THEN $9 ELSE principal END
 		WHERE key_hash = $1`
+	sqlExists            = `SELECT 1 FROM {t} WHERE key_hash = $1`
 	sqlDelete            = `DELETE FROM {t} WHERE key_hash = $1`
 	sqlDeleteByPrincipal = `DELETE FROM {t} WHERE principal = $1`
 	sqlListByPrincipal   = `SELECT key_hash, created_at, accessed_at FROM {t} WHERE principal = $1 ORDER BY accessed_at DESC`
@@ -136,47 +142,15 @@ const (
 	// so a batch costs in proportion to its size, not the table's.
 	sqlDeleteExpired = `DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
 		SELECT key_hash FROM {t} WHERE accessed_at < $1 OR created_at < $2 LIMIT $3 FOR UPDATE SKIP LOCKED))`
+	// sqlDeleteExpired under the cleanup lock of the table $4: a
+	// transaction-scoped advisory lock whose first key is "pgsm" in ASCII,
+	// taken without waiting and released when the statement ends. When it
+	// is not granted, the gating condition stops the scan before any row.
+	sqlDeleteExpiredExclusive = `WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(1886610285, hashtext($4)) AS ok),
+		del AS (DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
+			SELECT key_hash FROM {t} WHERE (SELECT ok FROM lock) AND (accessed_at < $1 OR created_at < $2) LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING 1)
+		SELECT (SELECT ok FROM lock), (SELECT count(*) FROM del)`
 )
-
-// stmt returns the prepared form of query, preparing it on first use. A
-// failed prepare (database down) is retried on the next call. The prepare
-// runs outside the lock, so an outage does not queue every request behind
-// one slow attempt.
-func (b *PostgresBackend) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
-	if b.err != nil {
-		return nil, b.err
-	}
-	b.mu.Lock()
-	st, ok := b.stmts[query]
-	b.mu.Unlock()
-	if ok {
-		return st, nil
-	}
-	st, err := b.db.PrepareContext(ctx, strings.ReplaceAll(query, "{t}", b.table))
-	if err != nil {
-		return nil, fmt.Errorf("pgsession: prepare: %w", err)
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if prev, ok := b.stmts[query]; ok { // another request won the race
-		_ = st.Close()
-		return prev, nil
-	}
-	b.stmts[query] = st
-	return st, nil
-}
-
-// Close releases the prepared statements. It does not close the database.
-func (b *PostgresBackend) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var errs []error
-	for q, st := range b.stmts {
-		errs = append(errs, st.Close())
-		delete(b.stmts, q)
-	}
-	return errors.Join(errs...)
-}
 
 func (b *PostgresBackend) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if b.timeout > 0 {
@@ -185,37 +159,203 @@ func (b *PostgresBackend) withTimeout(ctx context.Context) (context.Context, con
 	return ctx, func() {}
 }
 
-// exec runs the prepared query with args and returns the rows it affected.
+// Close releases nothing and returns nil: the backend prepares no
+// statements and holds no connection of its own. It does not close the
+// database. It exists so that callers may treat the backend as an io.Closer.
+func (b *PostgresBackend) Close() error { return nil }
+
+// exec runs query with args and returns the rows it affected.
 func (b *PostgresBackend) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	return b.run(ctx, query, args, nil)
+}
+
+// run executes one statement of the backend: query, with {t} standing for
+// the table and $n for args[n-1], on a pool connection of b.db. With a nil
+// scan it returns the rows the statement affected; otherwise it hands the
+// result rows to scan and returns 0.
+//
+// It never prepares a named statement, so that no server connection state
+// is assumed between two calls (a transaction pooler such as PgBouncer
+// hands each statement to any server connection). With lib/pq (inline) the
+// arguments are rendered into the text as literals, which lib/pq sends in
+// one Query message: one round trip, and nothing for a pooler to split.
+// Other drivers get the arguments as parameters.
+//
+// The whole call is bounded by the query timeout. If ctx ends before the
+// statement has returned, the outcome is unknown and run returns an error
+// wrapping ctx.Err(), even if the driver reported success. A connection
+// found dead (driver.ErrBadConn) is retried, at most three attempts in all,
+// as database/sql does: inserts and rotations are safe to repeat (see
+// OpInsert), and every other statement is idempotent. Errors say
+// whether the deadline hit while waiting for a pool connection or while the
+// statement ran.
+func (b *PostgresBackend) run(ctx context.Context, query string, args []any, scan func(*sql.Rows) error) (int64, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	text, err := b.render(query, args)
+	if err != nil {
+		return 0, err
+	}
+	if b.inline {
+		args = nil
+	}
 	ctx, cancel := b.withTimeout(ctx)
 	defer cancel()
-	st, err := b.stmt(ctx, query)
-	if err != nil {
-		return 0, err
+	// Like database/sql's own methods, retry on a connection found dead
+	// (driver.ErrBadConn): every statement of the backend is safe to repeat.
+	for attempt := 1; ; attempt++ {
+		n, err := b.attempt(ctx, text, args, scan)
+		if !errors.Is(err, driver.ErrBadConn) || attempt == 3 || ctx.Err() != nil {
+			return n, b.explain(err)
+		}
 	}
-	res, err := st.ExecContext(ctx, args...)
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
 }
+
+// attempt is one try of run, on one pool connection.
+func (b *PostgresBackend) attempt(ctx context.Context, text string, args []any, scan func(*sql.Rows) error) (int64, error) {
+	start := time.Now()
+	conn, err := b.db.Conn(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("pgsession: no pool connection after waiting %v (raise db.SetMaxOpenConns or WithQueryTimeout, or check that the database is reachable): %w",
+				time.Since(start).Round(time.Millisecond), errors.Join(ctx.Err(), err))
+		}
+		return 0, fmt.Errorf("pgsession: get a pool connection: %w", err)
+	}
+	defer conn.Close()
+	waited := time.Since(start)
+	var n int64
+	if scan == nil {
+		var res sql.Result
+		if res, err = conn.ExecContext(ctx, text, args...); err == nil {
+			n, err = res.RowsAffected()
+		}
+	} else {
+		var rows *sql.Rows
+		if rows, err = conn.QueryContext(ctx, text, args...); err == nil {
+			err = scan(rows)
+			if cerr := rows.Close(); err == nil {
+				err = cerr
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		// lib/pq may report success for a statement it cancelled (one that
+		// committed locally and waited for a synchronous standby): the
+		// outcome is unknown, so it is never reported as done.
+		return 0, fmt.Errorf("pgsession: statement did not complete in time (pool connection after %v, statement ran %v), its outcome is unknown: %w",
+			waited.Round(time.Millisecond), (time.Since(start) - waited).Round(time.Millisecond), errors.Join(ctx.Err(), err))
+	}
+	return n, err
+}
+
+// render returns query with {t} replaced by the table and, when b.inline,
+// each $n by args[n-1] as a literal. The template is scanned once, so a
+// table name or a value that itself contains "$1" or "{t}" is never
+// substituted again. (The templates hold no other "$" or "{t}".)
+func (b *PostgresBackend) render(query string, args []any) (string, error) {
+	var out strings.Builder
+	out.Grow(len(query) + len(b.table) + 80*len(args))
+	for i := 0; i < len(query); {
+		switch {
+		case strings.HasPrefix(query[i:], "{t}"):
+			out.WriteString(b.table)
+			i += len("{t}")
+		case b.inline && query[i] == '$':
+			j := i + 1
+			for j < len(query) && '0' <= query[j] && query[j] <= '9' {
+				j++
+			}
+			n, err := strconv.Atoi(query[i+1 : j])
+			if err != nil || n < 1 || n > len(args) {
+				return "", fmt.Errorf("pgsession: statement wants %s, has %d arguments", query[i:j], len(args))
+			}
+			lit, err := literal(args[n-1])
+			if err != nil {
+				return "", err
+			}
+			out.WriteString(lit)
+			i = j
+		default:
+			out.WriteByte(query[i])
+			i++
+		}
+	}
+	return out.String(), nil
+}
+
+// literal returns v as a PostgreSQL literal that means v whatever
+// standard_conforming_strings says: strings are E'...' with backslash and
+// quote escaped, bytea is hex. Strings must be valid UTF-8 without NUL
+// (which PostgreSQL text cannot hold in any case).
+func literal(v any) (string, error) {
+	switch v := v.(type) {
+	case nil:
+		return "NULL", nil
+	case bool:
+		if v {
+			return "TRUE", nil
+		}
+		return "FALSE", nil
+	case int:
+		return strconv.Itoa(v), nil
+	case int64:
+		return strconv.FormatInt(v, 10), nil
+	case []byte:
+		if v == nil {
+			return "NULL", nil
+		}
+		return `E'\\x` + hex.EncodeToString(v) + `'::bytea`, nil
+	case string:
+		return quoteString(v)
+	case time.Time:
+		return quoteString(string(pq.FormatTimestamp(v)))
+	case []string:
+		if v == nil {
+			return "NULL", nil
+		}
+		elems := make([]string, len(v))
+		for i, s := range v {
+			q, err := quoteString(s)
+			if err != nil {
+				return "", err
+			}
+			elems[i] = q
+		}
+		return "ARRAY[" + strings.Join(elems, ",") + "]::text[]", nil
+	}
+	return "", fmt.Errorf("pgsession: cannot write %T as a literal", v)
+}
+
+// quoteString returns s as an escape string literal E'...'.
+func quoteString(s string) (string, error) {
+	if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+		return "", fmt.Errorf("pgsession: string %q is not valid UTF-8 text without NUL", s)
+	}
+	return "E'" + escaper.Replace(s) + "'", nil
+}
+
+// escaper doubles backslashes and single quotes, for E'...'.
+var escaper = strings.NewReplacer(`\`, `\\`, `'`, `''`)
 
 // Load implements Backend: one indexed SELECT.
 func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
-	st, err := b.stmt(ctx, sqlLoad)
-	if err != nil {
-		return nil, b.explain(err)
-	}
 	rec := &Record{ID: id}
 	var data []byte
-	err = st.QueryRowContext(ctx, id[:]).Scan(&data, &rec.Created, &rec.Accessed)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
+	found := false
+	_, err := b.run(ctx, sqlLoad, []any{id[:]}, func(rows *sql.Rows) error {
+		if !rows.Next() {
+			return rows.Err()
+		}
+		found = true
+		return rows.Scan(&data, &rec.Created, &rec.Accessed)
+	})
 	if err != nil {
-		return nil, b.explain(err)
+		return nil, err
+	}
+	if !found {
+		return nil, ErrNotFound
 	}
 	if err := json.Unmarshal(data, &rec.Data); err != nil {
 		return nil, fmt.Errorf("pgsession: session %s: stored data is not a JSON object: %w", id, err)
@@ -223,7 +363,10 @@ func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
 	return rec, nil
 }
 
-// Apply implements Backend: one statement per action.
+// Apply implements Backend: one statement per action. An insert or rotation
+// repeated after its first attempt committed (its answer lost) succeeds
+// without writing again; a rotation that finds its old row gone costs a
+// second statement to check for that.
 func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 	var (
 		n   int64
@@ -237,17 +380,28 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 		if a.Old != (ID{}) {
 			dead = a.Old[:]
 		}
-		n, err = b.exec(ctx, sqlInsert, dead, a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal))
+		_, err = b.exec(ctx, sqlInsert, dead, a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal))
+		n = 1
 	case OpUpdate:
 		if a.Patch.IsEmpty() {
 			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed))
 		} else {
-			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete), nullTime(a.Accessed),
+			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), b.array(a.Patch.Delete), nullTime(a.Accessed),
 				a.SetPrincipal, nullString(a.Principal))
 		}
 	case OpRotate:
-		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), pq.Array(a.Patch.Delete),
+		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), b.array(a.Patch.Delete),
 			a.Created, a.Accessed, a.SetPrincipal, nullString(a.Principal))
+		if err == nil && n == 0 {
+			// The old row is gone: by a concurrent logout or rotation, or
+			// by this very rotation, repeated after its answer was lost.
+			_, err = b.run(ctx, sqlExists, []any{a.New[:]}, func(rows *sql.Rows) error {
+				if rows.Next() {
+					n = 1
+				}
+				return rows.Err()
+			})
+		}
 	case OpDelete:
 		_, err = b.exec(ctx, sqlDelete, a.Old[:])
 		n = 1
@@ -255,7 +409,7 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 		return fmt.Errorf("pgsession: unknown operation %d", a.Op)
 	}
 	if err != nil {
-		return b.explain(err)
+		return err
 	}
 	if n == 0 {
 		return ErrGone
@@ -267,39 +421,60 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 // statement. Rows locked by a concurrent request are skipped.
 func (b *PostgresBackend) DeleteExpired(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
 	n, err := b.exec(ctx, sqlDeleteExpired, nullTime(idleBefore), nullTime(createdBefore), limit)
-	return int(n), b.explain(err)
+	return int(n), err
+}
+
+// DeleteExpiredExclusive implements ExclusiveCleaner: DeleteExpired and
+// the cleanup lock, a transaction-scoped advisory lock keyed by the table,
+// in one statement. No connection or lock outlives the call, so it is safe
+// behind any connection pooler.
+func (b *PostgresBackend) DeleteExpiredExclusive(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (n int, ok bool, err error) {
+	_, err = b.run(ctx, sqlDeleteExpiredExclusive, []any{nullTime(idleBefore), nullTime(createdBefore), limit, b.table}, func(rows *sql.Rows) error {
+		if !rows.Next() {
+			return errors.Join(rows.Err(), errors.New("pgsession: cleanup returned no row"))
+		}
+		return rows.Scan(&ok, &n)
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	return n, ok, nil
 }
 
 // DeleteByPrincipal implements PrincipalBackend.
 func (b *PostgresBackend) DeleteByPrincipal(ctx context.Context, principal string) (int, error) {
 	n, err := b.exec(ctx, sqlDeleteByPrincipal, principal)
-	return int(n), b.explain(err)
+	return int(n), err
 }
 
 // ListByPrincipal implements PrincipalBackend.
 func (b *PostgresBackend) ListByPrincipal(ctx context.Context, principal string) ([]Record, error) {
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
-	st, err := b.stmt(ctx, sqlListByPrincipal)
-	if err != nil {
-		return nil, b.explain(err)
-	}
-	rows, err := st.QueryContext(ctx, principal)
-	if err != nil {
-		return nil, b.explain(err)
-	}
-	defer rows.Close()
 	var out []Record
-	for rows.Next() {
-		var r Record
-		var id []byte
-		if err := rows.Scan(&id, &r.Created, &r.Accessed); err != nil {
-			return nil, err
+	_, err := b.run(ctx, sqlListByPrincipal, []any{principal}, func(rows *sql.Rows) error {
+		for rows.Next() {
+			var r Record
+			var id []byte
+			if err := rows.Scan(&id, &r.Created, &r.Accessed); err != nil {
+				return err
+			}
+			copy(r.ID[:], id)
+			out = append(out, r)
 		}
-		copy(r.ID[:], id)
-		out = append(out, r)
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	return out, nil
+}
+
+// array passes keys as a text[] argument: a []string that render quotes,
+// or, as a parameter, through pq.Array (which pgx accepts too).
+func (b *PostgresBackend) array(keys []string) any {
+	if b.inline {
+		return keys
+	}
+	return pq.Array(keys)
 }
 
 func nullString(s string) any {
@@ -457,20 +632,32 @@ func (b *PostgresBackend) Check(ctx context.Context) error {
 	return b.checkTable(ctx, b.db)
 }
 
-// explain adds advice to a database error that comes from a missing session
-// table (or schema), wrapping ErrNoTable, or from a table of another shape,
-// wrapping ErrSchemaMismatch. Other errors, and nil, are returned unchanged.
+// explain adds advice to a database error: one from a missing session
+// table (or schema) wraps ErrNoTable, one from a table of another shape
+// wraps ErrSchemaMismatch, and one from a prepared statement missing or
+// duplicated on the server connection (a transaction pooler in front of a
+// driver that prepares statements) names the driver setting to change.
+// Other errors, and nil, are returned unchanged.
 func (b *PostgresBackend) explain(err error) error {
 	var e interface{ SQLState() string } // *pq.Error and pgx's *pgconn.PgError
-	if err == nil || !errors.As(err, &e) {
-		return err
+	if err == nil {
+		return nil
 	}
-	switch e.SQLState() {
-	case "42P01", "3F000": // undefined_table, invalid_schema_name
+	state := ""
+	if errors.As(err, &e) {
+		state = e.SQLState()
+	}
+	switch {
+	case state == "42P01", state == "3F000": // undefined_table, invalid_schema_name
 		return fmt.Errorf("%w: %s (%s): %w", ErrNoTable, b.table, adviceMigrate, err)
-	case "42703", "42804", "42883": // undefined_column, datatype_mismatch, undefined_function
+	case state == "42703", state == "42804", state == "42883": // undefined_column, datatype_mismatch, undefined_function
 		return fmt.Errorf("%w: %s is not pgsession's table (Check reports its columns; if another library owns it, "+
 			"choose another name with WithTable, then call Migrate or apply Schema()): %w", ErrSchemaMismatch, b.table, err)
+	case state == "26000", state == "42P05", // invalid_sql_statement_name, duplicate_prepared_statement
+		strings.Contains(err.Error(), "prepared statement") && strings.Contains(err.Error(), "does not exist"):
+		return fmt.Errorf("pgsession: the driver's prepared statement is missing or duplicated on the server connection, "+
+			"as happens behind a transaction pooler (PgBouncer pool_mode=transaction): with pgx add default_query_exec_mode=exec "+
+			"to the connection string, otherwise check the pooler's prepared-statement support: %w", err)
 	}
 	return err
 }

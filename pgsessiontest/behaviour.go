@@ -343,14 +343,14 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 			}
 			got <- result{cookie: v}
 		}()
-		<-g.arrived
+		g.reached(t, "stream")
 		var res result
 		select {
 		case res = <-got:
 		case <-time.After(10 * time.Second):
 			t.Fatal("headers not received while the handler was still streaming")
 		}
-		close(g.release)
+		g.open()
 		if res.err != nil || res.cookie == "" {
 			t.Fatalf("streamed response: cookie %q, err %v", res.cookie, res.err)
 		}

@@ -78,8 +78,26 @@ type harness struct {
 }
 
 // gate lets a test hold a request inside its handler: arrived is closed when
-// the handler reaches it, and the handler goes on when release is closed.
-type gate struct{ arrived, release chan struct{} }
+// the handler reaches it, and the handler goes on once open is called.
+// Every gate is opened when the test ends, so a test that fails while a
+// request is held cannot hang the server's Close.
+type gate struct {
+	arrived, release chan struct{}
+	once             sync.Once
+}
+
+// open lets the held handler go on. It may be called more than once.
+func (g *gate) open() { g.once.Do(func() { close(g.release) }) }
+
+// reached waits until a handler arrives at g, failing t after 10 seconds.
+func (g *gate) reached(t *testing.T, name string) {
+	t.Helper()
+	select {
+	case <-g.arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no request reached the gate %q", name)
+	}
+}
 
 // newHarness serves the script handler with backend b; mod adjusts the
 // Config before New.
@@ -94,6 +112,14 @@ func newHarness(t *testing.T, b pgsession.Backend, mod func(*pgsession.Config)) 
 	h.clock, h.m = h.Env.Clock, h.Env.Manager
 	h.srv = httptest.NewServer(h.m.Middleware(http.HandlerFunc(h.script)))
 	t.Cleanup(h.srv.Close)
+	// Registered after Close, so it runs before: held handlers go on.
+	t.Cleanup(func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, g := range h.gates {
+			g.open()
+		}
+	})
 	return h
 }
 
@@ -122,12 +148,22 @@ func (h *harness) gate(name string) *gate {
 // the request is held; calling the returned function lets it finish and
 // returns its response.
 func (h *harness) hold(cookie, name string, ops ...string) (finish func() response) {
+	h.t.Helper()
 	g := h.gate(name)
 	done := make(chan response, 1)
-	go func() { done <- h.request(cookie, append([]string{"wait:" + name}, ops...)...) }()
-	<-g.arrived
+	go func() {
+		defer close(done) // also when request fails the test and exits
+		done <- h.request(cookie, append([]string{"wait:" + name}, ops...)...)
+	}()
+	select {
+	case <-g.arrived:
+	case r := <-done:
+		h.t.Fatalf("held request %q ended before reaching its gate: %d %s", name, r.status, r.body)
+	case <-time.After(10 * time.Second):
+		h.t.Fatalf("held request %q never reached its gate", name)
+	}
 	return func() response {
-		close(g.release)
+		g.open()
 		return <-done
 	}
 }

@@ -199,6 +199,37 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		}
 	})
 
+	t.Run("insert and rotate repeated after success succeed once", func(t *testing.T) {
+		// A retry after a lost answer: the new key is random, so a row under
+		// it is the first attempt's.
+		t.Parallel()
+		b := newBackend(t)
+		dead, id, rotated := newID(), newID(), newID()
+		insert(t, b, dead, raw("x", `0`), t0, t0)
+		ins := pgsession.Action{Op: pgsession.OpInsert, Old: dead, New: id,
+			Patch: pgsession.Patch{Replace: true, Set: raw("a", `1`)}, Created: t0, Accessed: t0}
+		mustApply(t, b, ins)
+		mustApply(t, b, ins)
+		wantGone(t, b, dead)
+		if rec := mustLoad(t, b, id); !sameData(rec.Data, raw("a", `1`)) {
+			t.Errorf("after repeated insert: %s", rec.Data)
+		}
+		rot := pgsession.Action{Op: pgsession.OpRotate, Old: id, New: rotated,
+			Patch: pgsession.Patch{Set: raw("b", `2`)}, Created: t0.Add(time.Hour), Accessed: t0.Add(time.Hour)}
+		mustApply(t, b, rot)
+		mustApply(t, b, rot)
+		wantGone(t, b, id)
+		rec := mustLoad(t, b, rotated)
+		if !sameData(rec.Data, raw("a", `1`, "b", `2`)) || !rec.Created.Equal(t0.Add(time.Hour)) {
+			t.Errorf("after repeated rotation: %s created %v", rec.Data, rec.Created)
+		}
+		// A different rotation of the gone row is still refused.
+		err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: id, New: newID(), Created: t0, Accessed: t0})
+		if !errors.Is(err, pgsession.ErrGone) {
+			t.Errorf("another rotation of the old row: %v, want ErrGone", err)
+		}
+	})
+
 	t.Run("delete removes; deleting a missing row is fine", func(t *testing.T) {
 		t.Parallel()
 		b := newBackend(t)

@@ -126,3 +126,16 @@ func Backends() map[string]func(testing.TB) pgsession.Backend {
 		},
 	}
 }
+
+// NewBackendOn returns a backend on db (a pool through a pooler, say),
+// migrated through db, whose table lives in a schema of its own created on
+// the direct test server, and the table's qualified name.
+func NewBackendOn(t testing.TB, db *sqlx.DB, opts ...pgsession.PostgresOption) (*pgsession.PostgresBackend, string) {
+	t.Helper()
+	table := Schema(t, Open(t, "postgres")) + ".sessions"
+	b := pgsession.NewPostgresBackend(db, append([]pgsession.PostgresOption{pgsession.WithTable(table)}, opts...)...)
+	if err := b.Migrate(context.Background()); err != nil {
+		t.Fatalf("pgtest: Migrate: %v", err)
+	}
+	return b, table
+}
