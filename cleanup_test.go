@@ -113,7 +113,7 @@ func TestRunCleanupStopsAndLogs(t *testing.T) {
 func TestCleanupLockAcrossInstances(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
 	b, table := pgtest.NewBackend(t, "postgres")
-	other := pgsession.NewPostgresBackend(pgtest.Open(t, "pgx"), pgsession.WithTable(table)) // another "instance"
+	other := pgsession.NewPostgresBackend(pgtest.Open(t, "postgres"), pgsession.WithTable(table)) // another "instance"
 	var logs syncBuffer
 	env := pgsessiontest.NewEnv(t, pgsession.Config{Backend: b,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})

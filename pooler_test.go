@@ -2,7 +2,6 @@ package pgsession_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/pgsession/pgsession"
@@ -28,7 +25,7 @@ import (
 // told not to rely on prepared statements.
 var poolerDrivers = []struct{ name, driver, params string }{
 	{"libpq", "postgres", ""},
-	{"pgx-exec", "pgx", "default_query_exec_mode=exec"},
+	// pgx (default_query_exec_mode=exec) is tested in internal/pgxtest.
 }
 
 // The conformance suite passes through PgBouncer in transaction mode.
@@ -96,43 +93,6 @@ func TestPgBouncerMigrateCleanupQuoting(t *testing.T) {
 			}
 		})
 	}
-}
-
-// pgx in its default mode (cache_statement) relies on prepared statements
-// that PgBouncer 1.18 cannot carry between server connections: that must
-// fail loudly and say what to change, never run a wrong statement.
-func TestPgBouncerPgxDefaultModeFailsLoudly(t *testing.T) {
-	pgtest.Open(t, "postgres")
-	bouncer := pgtest.NewPgBouncer(t)
-	db := bouncer.Open(t, "pgx", "")
-	b, _ := pgtest.NewBackendOn(t, db)
-	id := randomID()
-	now := time.Now()
-	if err := b.Apply(context.Background(), pgsession.Action{Op: pgsession.OpInsert, New: id, Created: now, Accessed: now}); err != nil &&
-		!strings.Contains(err.Error(), "default_query_exec_mode=exec") {
-		t.Fatalf("insert: %v", err)
-	}
-	var mu sync.Mutex
-	failures := 0
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for range 50 {
-				_, err := b.Load(context.Background(), id)
-				if err == nil || errors.Is(err, pgsession.ErrNotFound) {
-					continue
-				}
-				mu.Lock()
-				failures++
-				mu.Unlock()
-				if !strings.Contains(err.Error(), "default_query_exec_mode=exec") {
-					t.Errorf("error without the remedy: %v", err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	t.Logf("%d of 400 loads failed, each naming default_query_exec_mode=exec", failures)
 }
 
 // poolerApp is a server whose handler increments "n", rotates the key
@@ -261,27 +221,5 @@ func TestPgBouncerLoad(t *testing.T) {
 		clients, acked, errs, lost, revived, len(dead))
 	if errs != 0 || lost != 0 || revived != 0 {
 		t.Errorf("errors %d, lost acknowledged writes %d, revived keys %d; want all 0", errs, lost, revived)
-	}
-}
-
-// pgx pool users hand the backend their *pgxpool.Pool through stdlib: the
-// conformance suite passes, directly and (exec mode) through PgBouncer.
-func TestPostgresBackendPgxPool(t *testing.T) {
-	pgtest.Open(t, "pgx")
-	bouncer := pgtest.NewPgBouncer(t)
-	for name, url := range map[string]string{"direct": pgtest.URL(), "pgbouncer": bouncer.URL("default_query_exec_mode=exec")} {
-		t.Run(name, func(t *testing.T) {
-			pool, err := pgxpool.New(context.Background(), url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
-			db := sqlx.NewDb(stdlib.OpenDBFromPool(pool), "pgx")
-			t.Cleanup(func() { _ = db.Close() })
-			pgsessiontest.TestBackend(t, func(t *testing.T) pgsession.Backend {
-				b, _ := pgtest.NewBackendOn(t, db)
-				return b
-			})
-		})
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/gorilla/securecookie"
-	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "github.com/lib/pq"
 
 	"github.com/pgsession/pgsession"
@@ -34,14 +33,6 @@ func TestPostgresBackend(t *testing.T) {
 	})
 }
 
-// The backend works with any database/sql PostgreSQL driver: pgx's stdlib.
-func TestPostgresBackendPgx(t *testing.T) {
-	pgtest.Open(t, "pgx")
-	pgsessiontest.TestBackend(t, func(t *testing.T) pgsession.Backend {
-		b, _ := pgtest.NewBackend(t, "pgx")
-		return b
-	})
-}
 
 // The table holds only SHA-256 hashes of session keys, never a key.
 func TestPostgresStoresOnlyKeyHash(t *testing.T) {
