@@ -33,7 +33,6 @@ func TestPostgresBackend(t *testing.T) {
 	})
 }
 
-
 // The table holds only SHA-256 hashes of session keys, never a key.
 func TestPostgresStoresOnlyKeyHash(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
