@@ -2,10 +2,12 @@ package pgsession
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -20,12 +22,47 @@ func idOf(key []byte) ID { return sha256.Sum256(key) }
 // String returns the ID in hexadecimal, for logs and debugging.
 func (id ID) String() string { return hex.EncodeToString(id[:]) }
 
-// Record is a stored session as a Backend returns it from Load.
+// SessionID names a session for its whole life: unlike its key (and the
+// key's hash, ID), it stays the same when the key rotates, so a device list
+// can show it and DeleteSession can take it while the session keeps being
+// used. It is not a secret and cannot load or act as the session.
+type SessionID [16]byte
+
+// String returns the session ID in hexadecimal (32 characters).
+func (id SessionID) String() string { return hex.EncodeToString(id[:]) }
+
+// ParseSessionID parses the hexadecimal form that SessionID.String returns,
+// for example from a "sign out this device" form.
+func ParseSessionID(s string) (SessionID, error) {
+	var id SessionID
+	if len(s) != 2*len(id) {
+		return id, fmt.Errorf("%w: session ID %q is not %d hexadecimal digits", ErrInvalidValue, s, 2*len(id))
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("%w: session ID %q: %w", ErrInvalidValue, s, err)
+	}
+	return id, nil
+}
+
+// newSessionID returns a random session ID.
+func newSessionID() SessionID {
+	var id SessionID
+	_, _ = rand.Read(id[:]) // never fails (Go 1.24+)
+	return id
+}
+
+// Record is a stored session as a Backend returns it from Load (every field)
+// and ListByPrincipal (every field but Data).
 type Record struct {
-	ID       ID                         // the ID it was loaded by (the hash of its key)
-	Data     map[string]json.RawMessage // top-level keys and their JSON values
-	Created  time.Time                  // when the session (or its current key) was created
-	Accessed time.Time                  // the last access that was written
+	ID        ID                         // the ID it was loaded by (the hash of its key)
+	SessionID SessionID                  // the session's lasting name (see SessionID)
+	Data      map[string]json.RawMessage // top-level keys and their JSON values
+	Created   time.Time                  // when the session (or its current key) was created
+	Accessed  time.Time                  // the last access that was written
+	// Lifetime is the session's own lifetime (see SetLifetime), resolved:
+	// each timeout positive, or negative for none. Nil: Config's apply.
+	Lifetime *Lifetime
+	Device   Device // the client that created or last rotated it, if recorded (ListByPrincipal only)
 }
 
 // Patch is the change a request made to a session's data. Backends apply it
@@ -126,6 +163,37 @@ type Action struct {
 	// none); otherwise it is empty and ignored. For OpInsert it is always the
 	// new row's principal.
 	Principal string
+
+	// SessionID is the new row's lasting name, for OpInsert. A rotation and
+	// an update keep the stored one.
+	SessionID SessionID
+	// Lifetime, if not nil, becomes the row's own lifetime (resolved, as in
+	// Record); nil keeps the stored one (none for OpInsert).
+	Lifetime *Lifetime
+	// Expires is when the row expires under its own lifetime, as of this
+	// write (zero if it has none, or never expires); backends keep it for
+	// DeleteExpired. OpUpdate never moves it backwards unless Lifetime is
+	// set; OpInsert and OpRotate set it.
+	Expires time.Time
+	// Device, if not nil, replaces the row's recorded client (OpInsert and
+	// OpRotate, when Config.Device is set).
+	Device *Device
+}
+
+// Cutoffs say which sessions DeleteExpired removes: a session without a
+// lifetime of its own that was last accessed before IdleBefore or created
+// before CreatedBefore (a zero time disables that bound), and a session with
+// one whose Expires is before Now.
+type Cutoffs struct {
+	Now, IdleBefore, CreatedBefore time.Time
+}
+
+// expired reports whether a row with these fields is past the cutoffs.
+func (c Cutoffs) expired(created, accessed, expires time.Time, own bool) bool {
+	if own {
+		return !expires.IsZero() && expires.Before(c.Now)
+	}
+	return accessed.Before(c.IdleBefore) || created.Before(c.CreatedBefore)
 }
 
 // Backend stores sessions. Implementations must be safe for concurrent use.
@@ -141,10 +209,9 @@ type Backend interface {
 	// ctx ends before it returns reports an error (its outcome is unknown),
 	// never success.
 	Apply(ctx context.Context, a Action) error
-	// DeleteExpired removes sessions whose last access is before
-	// idleBefore or whose creation is before createdBefore (a zero time
-	// disables that bound), at most limit rows, and returns how many it removed.
-	DeleteExpired(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error)
+	// DeleteExpired removes the sessions past c (see Cutoffs), at most
+	// limit rows, and returns how many it removed.
+	DeleteExpired(ctx context.Context, c Cutoffs, limit int) (int, error)
 }
 
 var (

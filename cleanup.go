@@ -20,7 +20,7 @@ type ExclusiveCleaner interface {
 	// other DeleteExpiredExclusive runs on the same store: when one does, it
 	// removes nothing and reports ok false. The exclusion lasts exactly as
 	// long as the call, so nothing can be left locked.
-	DeleteExpiredExclusive(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (n int, ok bool, err error)
+	DeleteExpiredExclusive(ctx context.Context, c Cutoffs, limit int) (n int, ok bool, err error)
 }
 
 // DeleteExpired removes the sessions past their idle or absolute timeout,
@@ -35,17 +35,14 @@ func (m *Manager) DeleteExpired(ctx context.Context) (int, error) {
 }
 
 // deleteFunc has the shape of Backend.DeleteExpired.
-type deleteFunc func(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error)
+type deleteFunc func(ctx context.Context, c Cutoffs, limit int) (int, error)
 
 // deleteExpired is DeleteExpired with the statements run by del.
 func (m *Manager) deleteExpired(ctx context.Context, del deleteFunc) (int, error) {
-	idleBefore, createdBefore := m.p.cutoffs(m.cfg.Now())
-	if idleBefore.IsZero() && createdBefore.IsZero() {
-		return 0, nil // no timeouts: nothing ever expires
-	}
+	c := m.p.cutoffs(m.cfg.Now())
 	total := 0
 	for {
-		n, err := del(ctx, idleBefore, createdBefore, cleanupBatch)
+		n, err := del(ctx, c, cleanupBatch)
 		total += n
 		m.stats.deletes.Add(uint64(n))
 		if err != nil {
@@ -57,16 +54,18 @@ func (m *Manager) deleteExpired(ctx context.Context, del deleteFunc) (int, error
 	}
 }
 
-// cutoffs returns the access and creation times before which a session has
-// expired at now (zero where that timeout is off).
-func (t policy) cutoffs(now time.Time) (idleBefore, createdBefore time.Time) {
+// cutoffs returns the Cutoffs at now: the access and creation times before
+// which a session without a lifetime of its own has expired (zero where
+// that timeout is off).
+func (t policy) cutoffs(now time.Time) Cutoffs {
+	c := Cutoffs{Now: now}
 	if t.idle > 0 {
-		idleBefore = now.Add(-t.idle)
+		c.IdleBefore = now.Add(-t.idle)
 	}
 	if t.absolute > 0 {
-		createdBefore = now.Add(-t.absolute)
+		c.CreatedBefore = now.Add(-t.absolute)
 	}
-	return idleBefore, createdBefore
+	return c
 }
 
 // RunCleanup sweeps expired sessions (DeleteExpired) now and then every
@@ -129,8 +128,8 @@ func (m *Manager) sweepOnce(ctx context.Context) (int, error) {
 		return m.DeleteExpired(ctx)
 	}
 	first := true
-	n, err := m.deleteExpired(ctx, func(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
-		n, ok, err := ex.DeleteExpiredExclusive(ctx, idleBefore, createdBefore, limit)
+	n, err := m.deleteExpired(ctx, func(ctx context.Context, c Cutoffs, limit int) (int, error) {
+		n, ok, err := ex.DeleteExpiredExclusive(ctx, c, limit)
 		switch {
 		case err != nil:
 			return n, err

@@ -118,7 +118,7 @@ func TestCleanupLockAcrossInstances(t *testing.T) {
 	env := pgsessiontest.NewEnv(t, pgsession.Config{Backend: b,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	seed(t, table, env.Clock.Now(), 10)
-	idleBefore, createdBefore := env.Clock.Now().Add(-8*time.Hour), env.Clock.Now().Add(-30*24*time.Hour)
+	cut := pgsession.Cutoffs{Now: env.Clock.Now(), IdleBefore: env.Clock.Now().Add(-8 * time.Hour), CreatedBefore: env.Clock.Now().Add(-30 * 24 * time.Hour)}
 
 	release := stallDeletes(t, db, table)
 	type result struct {
@@ -128,7 +128,7 @@ func TestCleanupLockAcrossInstances(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		n, ok, err := other.DeleteExpiredExclusive(context.Background(), idleBefore, createdBefore, 5)
+		n, ok, err := other.DeleteExpiredExclusive(context.Background(), cut, 5)
 		done <- result{n, ok, err}
 	}()
 	deadline := time.Now().Add(10 * time.Second)
@@ -140,7 +140,7 @@ func TestCleanupLockAcrossInstances(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if n, ok, err := b.DeleteExpiredExclusive(context.Background(), idleBefore, createdBefore, 100); ok || n != 0 || err != nil {
+	if n, ok, err := b.DeleteExpiredExclusive(context.Background(), cut, 100); ok || n != 0 || err != nil {
 		t.Errorf("while another instance deletes: DeleteExpiredExclusive = %d, %v, %v; want 0, busy", n, ok, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)

@@ -75,6 +75,12 @@ type Config struct {
 	// fixation even without RotateKey. Empty means sessions have no principal.
 	PrincipalKey string
 
+	// Device, if set, records the client of each session when it is
+	// created or its key rotated (see Device and DeviceFromRequest), for
+	// ListByPrincipal's device list. Nil records nothing: user agents and
+	// addresses are personal data, so recording them is opt-in.
+	Device func(r *http.Request) Device
+
 	// RotateWhen, if set, is called when a live session is saved with the data
 	// as loaded and as the request leaves it; returning true rotates the key
 	// as if RotateKey had been called. It must not modify the maps.

@@ -87,7 +87,7 @@ func (c CookieConfig) cookie(name, value string, expires, now time.Time) *http.C
 		HttpOnly: true,
 		SameSite: c.SameSite,
 	}
-	if !c.SessionOnly && !expires.IsZero() {
+	if !expires.IsZero() {
 		ck.Expires = expires.UTC()
 		ck.MaxAge = max(int(expires.Sub(now)/time.Second), 1)
 	}
@@ -99,7 +99,7 @@ func (c CookieConfig) cookie(name, value string, expires, now time.Time) *http.C
 // browser-session cookie), so a front end knows a session may exist.
 func (c CookieConfig) indicator(expires, now time.Time) *http.Cookie {
 	v := "0"
-	if !c.SessionOnly && !expires.IsZero() {
+	if !expires.IsZero() {
 		v = strconv.FormatInt(expires.Unix(), 10)
 	}
 	ck := c.cookie(c.IndicatorName, v, expires, now)

@@ -81,7 +81,7 @@ func roundTrip(t *testing.T, b *pgsession.PostgresBackend, s string) {
 	if list, err := b.ListByPrincipal(ctx, s); err != nil || len(list) != 1 || list[0].ID != id {
 		t.Errorf("ListByPrincipal(%q) = %v, %v; want the one session", s, list, err)
 	}
-	if n, err := b.DeleteByPrincipal(ctx, s); err != nil || n != 1 {
+	if n, err := b.DeleteByPrincipal(ctx, s, pgsession.SessionID{}, pgsession.SessionID{}); err != nil || n != 1 {
 		t.Errorf("DeleteByPrincipal(%q) = %d, %v", s, n, err)
 	}
 }

@@ -22,9 +22,18 @@ type MemoryBackend struct {
 }
 
 type memoryRow struct {
+	sessionID         SessionID
 	data              map[string]json.RawMessage
 	created, accessed time.Time
 	principal         string
+	lifetime          *Lifetime
+	expires           time.Time // under lifetime; zero without one or if never
+	device            Device
+}
+
+// record returns the row as a Record stored under id, without its data.
+func (row memoryRow) record(id ID) Record {
+	return Record{ID: id, SessionID: row.sessionID, Created: row.created, Accessed: row.accessed, Lifetime: row.lifetime, Device: row.device}
 }
 
 // NewMemoryBackend returns an empty in-memory backend.
@@ -43,7 +52,9 @@ func (b *MemoryBackend) Load(ctx context.Context, id ID) (*Record, error) {
 	if !ok {
 		return nil, ErrNotFound
 	}
-	return &Record{ID: id, Data: maps.Clone(row.data), Created: row.created, Accessed: row.accessed}, nil
+	rec := row.record(id)
+	rec.Data, rec.Device = maps.Clone(row.data), Device{}
+	return &rec, nil
 }
 
 // Apply implements Backend.
@@ -60,7 +71,12 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 			return nil // this insert's earlier attempt: New is random
 		}
 		delete(b.rows, a.Old)
-		b.rows[a.New] = memoryRow{data: a.Patch.applyTo(nil), created: a.Created, accessed: a.Accessed, principal: a.Principal}
+		row := memoryRow{sessionID: a.SessionID, data: a.Patch.applyTo(nil), created: a.Created, accessed: a.Accessed,
+			principal: a.Principal, lifetime: a.Lifetime, expires: a.Expires}
+		if a.Device != nil {
+			row.device = *a.Device
+		}
+		b.rows[a.New] = row
 	case OpUpdate:
 		row, ok := b.rows[a.Old]
 		if !ok {
@@ -70,6 +86,11 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 		row.accessed = laterOf(row.accessed, a.Accessed)
 		if a.SetPrincipal {
 			row.principal = a.Principal
+		}
+		if a.Lifetime != nil {
+			row.lifetime, row.expires = a.Lifetime, a.Expires
+		} else {
+			row.expires = laterOf(row.expires, a.Expires)
 		}
 		b.rows[a.Old] = row
 	case OpRotate:
@@ -84,7 +105,14 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 		if a.SetPrincipal {
 			row.principal = a.Principal
 		}
-		b.rows[a.New] = memoryRow{data: a.Patch.applyTo(row.data), created: a.Created, accessed: a.Accessed, principal: row.principal}
+		if a.Lifetime != nil {
+			row.lifetime = a.Lifetime
+		}
+		if a.Device != nil {
+			row.device = *a.Device
+		}
+		row.data, row.created, row.accessed, row.expires = a.Patch.applyTo(row.data), a.Created, a.Accessed, a.Expires
+		b.rows[a.New] = row
 	case OpDelete:
 		delete(b.rows, a.Old)
 	default:
@@ -94,9 +122,9 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 }
 
 // DeleteExpired implements Backend.
-func (b *MemoryBackend) DeleteExpired(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
+func (b *MemoryBackend) DeleteExpired(ctx context.Context, c Cutoffs, limit int) (int, error) {
 	return b.deleteWhere(ctx, limit, func(row memoryRow) bool {
-		return row.accessed.Before(idleBefore) || row.created.Before(createdBefore)
+		return c.expired(row.created, row.accessed, row.expires, row.lifetime != nil)
 	})
 }
 
@@ -121,8 +149,11 @@ func (b *MemoryBackend) deleteWhere(ctx context.Context, limit int, match func(m
 }
 
 // DeleteByPrincipal implements PrincipalBackend.
-func (b *MemoryBackend) DeleteByPrincipal(ctx context.Context, principal string) (int, error) {
-	return b.deleteWhere(ctx, math.MaxInt, func(row memoryRow) bool { return principal != "" && row.principal == principal })
+func (b *MemoryBackend) DeleteByPrincipal(ctx context.Context, principal string, only, except SessionID) (int, error) {
+	return b.deleteWhere(ctx, math.MaxInt, func(row memoryRow) bool {
+		return principal != "" && row.principal == principal &&
+			(only == SessionID{} || row.sessionID == only) && (except == SessionID{} || row.sessionID != except)
+	})
 }
 
 // ListByPrincipal implements PrincipalBackend.
@@ -135,7 +166,7 @@ func (b *MemoryBackend) ListByPrincipal(ctx context.Context, principal string) (
 	var out []Record
 	for id, row := range b.rows {
 		if row.principal == principal && principal != "" {
-			out = append(out, Record{ID: id, Created: row.created, Accessed: row.accessed})
+			out = append(out, row.record(id))
 		}
 	}
 	slices.SortFunc(out, func(a, b Record) int { return b.Accessed.Compare(a.Accessed) })

@@ -37,7 +37,7 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{
 		cfg: cfg,
 		p: policy{idle: cfg.IdleTimeout, absolute: cfg.AbsoluteTimeout, resolution: cfg.TimeoutResolution,
-			principalKey: cfg.PrincipalKey, rotateWhen: cfg.RotateWhen},
+			principalKey: cfg.PrincipalKey, rotateWhen: cfg.RotateWhen, sessionOnly: cfg.Cookie.SessionOnly},
 		signer: newSigner(cfg.Cookie.Name, cfg.HashKeys),
 	}, nil
 }
@@ -83,7 +83,7 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 func (m *Manager) load(r *http.Request) (*Session, error) {
 	// One clock reading per request, at PostgreSQL's microsecond precision,
 	// so expiry is judged identically at load and save and by every backend.
-	s := &Session{m: m, now: m.cfg.Now().Truncate(time.Microsecond)}
+	s := &Session{m: m, now: m.cfg.Now().Truncate(time.Microsecond), req: r}
 	keys, bearer := m.keysFromRequest(r)
 	s.bearer = bearer
 	var live *Record
@@ -110,7 +110,7 @@ func (m *Manager) load(r *http.Request) (*Session, error) {
 			m.stats.ambiguous.Add(1)
 			m.cfg.Logger.WarnContext(r.Context(), "pgsession: request carries cookies of two different live sessions (cookie tossing?); treated as having no session",
 				"path", r.URL.Path)
-			return &Session{m: m, now: s.now}, nil
+			return &Session{m: m, now: s.now, req: r}, nil
 		}
 		live, s.key, s.loaded = rec, key, rec
 	}
@@ -167,6 +167,15 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	if d.action.Op == OpInsert || d.action.Op == OpRotate {
 		key = s.chooseNewKey()
 		d.action.New = idOf(key)
+		if m.cfg.Device != nil && s.req != nil {
+			dev := m.cfg.Device(s.req).clean()
+			d.action.Device = &dev
+		}
+	}
+	if d.action.Op == OpInsert {
+		s.mu.Lock()
+		d.action.SessionID = s.sessionIDLocked()
+		s.mu.Unlock()
 	}
 	switch err := m.apply(ctx, d.action); {
 	case errors.Is(err, ErrGone):

@@ -20,6 +20,7 @@ type policy struct {
 	idle, absolute, resolution time.Duration
 	principalKey               string // "" when sessions have no principal
 	rotateWhen                 func(old, new map[string]json.RawMessage) bool
+	sessionOnly                bool // cookies of sessions without a Lifetime are browser-session cookies
 }
 
 // change is what a request did to its session, as seen when it is saved.
@@ -28,6 +29,9 @@ type change struct {
 	data   map[string]json.RawMessage // the data as the request leaves it
 	rotate bool                       // RotateKey was called
 	freeze bool                       // FreezeSession was called
+	// lifetime is the session's new own lifetime (SetLifetime, resolved),
+	// or nil to keep what it has.
+	lifetime *Lifetime
 }
 
 // cookieOp says what the response does with the session cookie.
@@ -46,25 +50,69 @@ type decision struct {
 	expires time.Time // cookie expiry for cookieSet; zero means a browser-session cookie
 }
 
-// expired reports whether rec is past its idle or absolute timeout at now.
-func (t policy) expired(rec *Record, now time.Time) bool {
-	return (t.idle > 0 && now.Sub(rec.Accessed) >= t.idle) ||
-		(t.absolute > 0 && now.Sub(rec.Created) >= t.absolute)
+// resolveLifetime returns l as stored: each timeout positive, or -1 for
+// none, zero fields taking Config's value.
+func (t policy) resolveLifetime(l Lifetime) Lifetime {
+	resolve := func(d, def time.Duration) time.Duration {
+		if d == 0 {
+			d = def
+		}
+		return max(d, -1)
+	}
+	l.IdleTimeout = resolve(l.IdleTimeout, t.idle)
+	l.AbsoluteTimeout = resolve(l.AbsoluteTimeout, t.absolute)
+	return l
 }
 
-// expiry returns when a session created at created and accessed at accessed
-// expires, or the zero time if no timeout applies.
-func (t policy) expiry(created, accessed time.Time) time.Time {
-	var at time.Time
-	if t.idle > 0 {
-		at = accessed.Add(t.idle)
+// timeouts returns the idle and absolute timeouts of a session with the
+// own lifetime own (nil: Config's). A duration <= 0 means none.
+func (t policy) timeouts(own *Lifetime) (idle, absolute time.Duration) {
+	if own == nil {
+		return t.idle, t.absolute
 	}
-	if t.absolute > 0 {
-		if abs := created.Add(t.absolute); at.IsZero() || abs.Before(at) {
+	return own.IdleTimeout, own.AbsoluteTimeout
+}
+
+// expired reports whether rec is past its idle or absolute timeout at now.
+func (t policy) expired(rec *Record, now time.Time) bool {
+	idle, absolute := t.timeouts(rec.Lifetime)
+	return (idle > 0 && now.Sub(rec.Accessed) >= idle) ||
+		(absolute > 0 && now.Sub(rec.Created) >= absolute)
+}
+
+// expiry returns when a session with the own lifetime own, created at
+// created and accessed at accessed, expires, or the zero time if no timeout
+// applies.
+func (t policy) expiry(own *Lifetime, created, accessed time.Time) time.Time {
+	idle, absolute := t.timeouts(own)
+	var at time.Time
+	if idle > 0 {
+		at = accessed.Add(idle)
+	}
+	if absolute > 0 {
+		if abs := created.Add(absolute); at.IsZero() || abs.Before(at) {
 			at = abs
 		}
 	}
 	return at
+}
+
+// ownExpires is the Expires of an Action: the expiry under the session's
+// own lifetime, zero without one.
+func (t policy) ownExpires(own *Lifetime, created, accessed time.Time) time.Time {
+	if own == nil {
+		return time.Time{}
+	}
+	return t.expiry(own, created, accessed)
+}
+
+// cookieExpires returns the expiry to put on the cookie: the session's, or
+// zero for a browser-session cookie.
+func (t policy) cookieExpires(own *Lifetime, created, accessed time.Time) time.Time {
+	if (own == nil && t.sessionOnly) || (own != nil && !own.Persistent) {
+		return time.Time{}
+	}
+	return t.expiry(own, created, accessed)
 }
 
 // decide returns what to write for a request that loaded loaded (nil when
@@ -91,34 +139,42 @@ func (t policy) decide(loaded *Record, c change, now time.Time) decision {
 		return t.create(ID{}, c, now)
 	}
 	old := loaded.ID
+	own := loaded.Lifetime
+	if c.lifetime != nil {
+		own = c.lifetime
+	}
 	switch {
 	case len(c.data) == 0:
 		return decision{action: Action{Op: OpDelete, Old: old}, cookie: cookieExpire}
 	case c.rotate || t.rotationTriggered(loaded.Data, c.data):
-		a := Action{Op: OpRotate, Old: old, Patch: c.patch, Created: now, Accessed: now}
+		a := Action{Op: OpRotate, Old: old, Patch: c.patch, Created: now, Accessed: now,
+			Lifetime: c.lifetime, Expires: t.ownExpires(own, now, now)}
 		t.setPrincipal(&a, c, false)
-		return decision{action: a, cookie: cookieSet, expires: t.expiry(now, now)}
-	case c.patch.IsEmpty() && !t.touchDue(loaded, now):
+		return decision{action: a, cookie: cookieSet, expires: t.cookieExpires(own, now, now)}
+	case c.patch.IsEmpty() && c.lifetime == nil && !t.touchDue(loaded, now):
 		return decision{}
 	}
 	// A data change within the resolution leaves the access time alone too:
 	// with no indexed column changed, PostgreSQL can update the row in place
 	// (a HOT update) instead of adding to every index.
-	a := Action{Op: OpUpdate, Old: old, Patch: c.patch}
+	a := Action{Op: OpUpdate, Old: old, Patch: c.patch, Lifetime: c.lifetime}
 	accessed := loaded.Accessed
 	if t.touchDue(loaded, now) {
 		a.Accessed, accessed = now, now
 	}
+	a.Expires = t.ownExpires(own, loaded.Created, accessed)
 	t.setPrincipal(&a, c, false)
-	return decision{action: a, cookie: cookieSet, expires: t.expiry(loaded.Created, accessed)}
+	return decision{action: a, cookie: cookieSet, expires: t.cookieExpires(own, loaded.Created, accessed)}
 }
 
 // create stores a brand-new session holding the request's data, replacing
-// the dead row (if any).
+// the dead row (if any). It has a lifetime of its own only if the request
+// set one.
 func (t policy) create(dead ID, c change, now time.Time) decision {
-	a := Action{Op: OpInsert, Old: dead, Patch: Patch{Replace: true, Set: c.data}, Created: now, Accessed: now}
+	a := Action{Op: OpInsert, Old: dead, Patch: Patch{Replace: true, Set: c.data}, Created: now, Accessed: now,
+		Lifetime: c.lifetime, Expires: t.ownExpires(c.lifetime, now, now)}
 	t.setPrincipal(&a, c, true)
-	return decision{action: a, cookie: cookieSet, expires: t.expiry(now, now)}
+	return decision{action: a, cookie: cookieSet, expires: t.cookieExpires(c.lifetime, now, now)}
 }
 
 // setPrincipal fills the principal column's new value when the request set
@@ -163,7 +219,13 @@ func principalText(v json.RawMessage) string {
 
 // touchDue reports whether an unchanged session's stored access time must be
 // moved forward: only when idle expiry is on and the stored time is at least
-// the timeout resolution old.
+// the timeout resolution old. A session whose own idle timeout is short
+// gets a resolution of at most an eighth of it.
 func (t policy) touchDue(rec *Record, now time.Time) bool {
-	return t.idle > 0 && (t.resolution <= 0 || now.Sub(rec.Accessed) >= t.resolution)
+	idle, _ := t.timeouts(rec.Lifetime)
+	res := t.resolution
+	if rec.Lifetime != nil && res > idle/8 {
+		res = idle / 8
+	}
+	return idle > 0 && (res <= 0 || now.Sub(rec.Accessed) >= res)
 }

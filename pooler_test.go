@@ -71,7 +71,7 @@ func TestPgBouncerMigrateCleanupQuoting(t *testing.T) {
 				wg.Go(func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 					defer cancel()
-					n, ok, err := b.DeleteExpiredExclusive(ctx, time.Now().Add(-8*time.Hour), time.Now().Add(-30*24*time.Hour), 5000)
+					n, ok, err := b.DeleteExpiredExclusive(ctx, pgsession.Cutoffs{Now: time.Now(), IdleBefore: time.Now().Add(-8 * time.Hour), CreatedBefore: time.Now().Add(-30 * 24 * time.Hour)}, 5000)
 					if err != nil {
 						t.Errorf("DeleteExpiredExclusive: %v", err)
 					}

@@ -111,44 +111,69 @@ func (b *PostgresBackend) setTable(name string) {
 	}
 }
 
-// The statements, with {t} standing for the quoted table.
+// The statements, with {t} standing for the quoted table. The columns of a
+// session's own lifetime (idle_timeout_ms, absolute_timeout_ms, persistent)
+// are NULL together when it follows Config; a timeout of -1 is none.
 const (
-	sqlLoad = `SELECT data, created_at, accessed_at FROM {t} WHERE key_hash = $1`
+	sqlLoad = `SELECT data, created_at, accessed_at, session_id, idle_timeout_ms, absolute_timeout_ms, persistent
+		FROM {t} WHERE key_hash = $1`
 	// $1 is an expired row to drop, or NULL. A row already under the new
 	// key can only be this insert's own earlier attempt (the key is 256
 	// random bits), whose answer was lost: the repeat then does nothing.
 	sqlInsert = `WITH dead AS (DELETE FROM {t} WHERE key_hash = $1)
-		INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal) VALUES ($2, $3::jsonb, $4, $5, $6)
+		INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal, session_id,
+			idle_timeout_ms, absolute_timeout_ms, persistent, expires_at, user_agent, client_addr)
+		VALUES ($2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 		ON CONFLICT (key_hash) DO NOTHING`
 	// GREATEST ignores a NULL $n: the access time then stays as it is.
-	sqlTouch  = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2) WHERE key_hash = $1`
+	sqlTouch = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2), expires_at = GREATEST(expires_at, $3) WHERE key_hash = $1`
+	// $8 says the lifetime columns become $9-$11 and expires_at $12;
+	// otherwise expires_at only moves forward.
 	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - COALESCE($4::text[], '{}') END,
-		accessed_at = GREATEST(accessed_at, $5), principal = CASE WHEN $6 THEN $7 ELSE principal END WHERE key_hash = $1`
+		accessed_at = GREATEST(accessed_at, $5), principal = CASE WHEN $6 THEN $7 ELSE principal END,
+		idle_timeout_ms = CASE WHEN $8 THEN $9 ELSE idle_timeout_ms END,
+		absolute_timeout_ms = CASE WHEN $8 THEN $10 ELSE absolute_timeout_ms END,
+		persistent = CASE WHEN $8 THEN $11 ELSE persistent END,
+		expires_at = CASE WHEN $8 THEN $12 ELSE GREATEST(expires_at, $12) END
+		WHERE key_hash = $1`
 	// A rotation moves the row to its new key in place rather than deleting
 	// it and inserting a copy: a concurrent DeleteByPrincipal that waits on
 	// the row's lock then re-checks the updated row and deletes it too, where
 	// it would not see a freshly inserted one (READ COMMITTED), and of
-	// concurrent rotations of one key exactly one finds the old key.
+	// concurrent rotations of one key exactly one finds the old key. The
+	// session_id stays.
 	sqlRotate = `UPDATE {t} SET key_hash = $2,
 		data = CASE WHEN $3 THEN $4::jsonb ELSE (data || $4::jsonb) - COALESCE($5::text[], '{}') END,
-		created_at = $6, accessed_at = $7, principal = CASE WHEN $8 THEN $9 ELSE principal END
+		created_at = $6, accessed_at = $7, principal = CASE WHEN $8 THEN $9 ELSE principal END,
+		idle_timeout_ms = CASE WHEN $10 THEN $11 ELSE idle_timeout_ms END,
+		absolute_timeout_ms = CASE WHEN $10 THEN $12 ELSE absolute_timeout_ms END,
+		persistent = CASE WHEN $10 THEN $13 ELSE persistent END,
+		expires_at = $14,
+		user_agent = CASE WHEN $15 THEN $16 ELSE user_agent END, client_addr = CASE WHEN $15 THEN $17 ELSE client_addr END
 		WHERE key_hash = $1`
-	sqlExists            = `SELECT 1 FROM {t} WHERE key_hash = $1`
-	sqlDelete            = `DELETE FROM {t} WHERE key_hash = $1`
-	sqlDeleteByPrincipal = `DELETE FROM {t} WHERE principal = $1`
-	sqlListByPrincipal   = `SELECT key_hash, created_at, accessed_at FROM {t} WHERE principal = $1 ORDER BY accessed_at DESC`
+	sqlExists = `SELECT 1 FROM {t} WHERE key_hash = $1`
+	sqlDelete = `DELETE FROM {t} WHERE key_hash = $1`
+	// $2: only this session_id, $3: all but this one; NULL for no limit.
+	sqlDeleteByPrincipal = `DELETE FROM {t} WHERE principal = $1
+		AND ($2::bytea IS NULL OR session_id = $2) AND ($3::bytea IS NULL OR session_id <> $3)`
+	sqlListByPrincipal = `SELECT key_hash, session_id, created_at, accessed_at, idle_timeout_ms, absolute_timeout_ms, persistent,
+		user_agent, client_addr FROM {t} WHERE principal = $1 ORDER BY accessed_at DESC`
+	// sqlExpired matches the rows past the cutoffs: accessed before $1 or
+	// created before $2 (rows following Config), or expires_at before $4
+	// (rows with a lifetime of their own).
+	sqlExpired = `((idle_timeout_ms IS NULL AND (accessed_at < $1 OR created_at < $2)) OR expires_at < $4)`
 	// = ANY(ARRAY(...)) rather than IN (...): the planner then deletes by
 	// primary key instead of hash-joining against a scan of the whole table,
 	// so a batch costs in proportion to its size, not the table's.
 	sqlDeleteExpired = `DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
-		SELECT key_hash FROM {t} WHERE accessed_at < $1 OR created_at < $2 LIMIT $3 FOR UPDATE SKIP LOCKED))`
-	// sqlDeleteExpired under the cleanup lock of the table $4: a
+		SELECT key_hash FROM {t} WHERE ` + sqlExpired + ` LIMIT $3 FOR UPDATE SKIP LOCKED))`
+	// sqlDeleteExpired under the cleanup lock of the table $5: a
 	// transaction-scoped advisory lock whose first key is "pgsm" in ASCII,
 	// taken without waiting and released when the statement ends. When it
 	// is not granted, the gating condition stops the scan before any row.
-	sqlDeleteExpiredExclusive = `WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(1886610285, hashtext($4)) AS ok),
+	sqlDeleteExpiredExclusive = `WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(1886610285, hashtext($5)) AS ok),
 		del AS (DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
-			SELECT key_hash FROM {t} WHERE (SELECT ok FROM lock) AND (accessed_at < $1 OR created_at < $2) LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING 1)
+			SELECT key_hash FROM {t} WHERE (SELECT ok FROM lock) AND ` + sqlExpired + ` LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING 1)
 		SELECT (SELECT ok FROM lock), (SELECT count(*) FROM del)`
 )
 
@@ -342,14 +367,15 @@ var escaper = strings.NewReplacer(`\`, `\\`, `'`, `''`)
 // Load implements Backend: one indexed SELECT.
 func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
 	rec := &Record{ID: id}
-	var data []byte
+	var data, sid []byte
+	var lt storedLifetime
 	found := false
 	_, err := b.run(ctx, sqlLoad, []any{id[:]}, func(rows *sql.Rows) error {
 		if !rows.Next() {
 			return rows.Err()
 		}
 		found = true
-		return rows.Scan(&data, &rec.Created, &rec.Accessed)
+		return rows.Scan(&data, &rec.Created, &rec.Accessed, &sid, &lt.idle, &lt.absolute, &lt.persistent)
 	})
 	if err != nil {
 		return nil, err
@@ -357,6 +383,8 @@ func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
 	if !found {
 		return nil, ErrNotFound
 	}
+	copy(rec.SessionID[:], sid)
+	rec.Lifetime = lt.lifetime()
 	if err := json.Unmarshal(data, &rec.Data); err != nil {
 		return nil, fmt.Errorf("pgsession: session %s: stored data is not a JSON object: %w", id, err)
 	}
@@ -380,18 +408,25 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 		if a.Old != (ID{}) {
 			dead = a.Old[:]
 		}
-		_, err = b.exec(ctx, sqlInsert, dead, a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal))
+		idle, absolute, persistent := lifetimeArgs(a.Lifetime)
+		ua, addr := deviceArgs(a.Device)
+		_, err = b.exec(ctx, sqlInsert, dead, a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal),
+			a.SessionID[:], idle, absolute, persistent, nullTime(a.Expires), ua, addr)
 		n = 1
 	case OpUpdate:
-		if a.Patch.IsEmpty() {
-			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed))
+		if a.Patch.IsEmpty() && a.Lifetime == nil {
+			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed), nullTime(a.Expires))
 		} else {
+			idle, absolute, persistent := lifetimeArgs(a.Lifetime)
 			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), b.array(a.Patch.Delete), nullTime(a.Accessed),
-				a.SetPrincipal, nullString(a.Principal))
+				a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent, nullTime(a.Expires))
 		}
 	case OpRotate:
+		idle, absolute, persistent := lifetimeArgs(a.Lifetime)
+		ua, addr := deviceArgs(a.Device)
 		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), b.array(a.Patch.Delete),
-			a.Created, a.Accessed, a.SetPrincipal, nullString(a.Principal))
+			a.Created, a.Accessed, a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent,
+			nullTime(a.Expires), a.Device != nil, ua, addr)
 		if err == nil && n == 0 {
 			// The old row is gone: by a concurrent logout or rotation, or
 			// by this very rotation, repeated after its answer was lost.
@@ -419,8 +454,8 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 
 // DeleteExpired implements Backend, removing at most limit rows in one
 // statement. Rows locked by a concurrent request are skipped.
-func (b *PostgresBackend) DeleteExpired(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (int, error) {
-	n, err := b.exec(ctx, sqlDeleteExpired, nullTime(idleBefore), nullTime(createdBefore), limit)
+func (b *PostgresBackend) DeleteExpired(ctx context.Context, c Cutoffs, limit int) (int, error) {
+	n, err := b.exec(ctx, sqlDeleteExpired, nullTime(c.IdleBefore), nullTime(c.CreatedBefore), limit, nullTime(c.Now))
 	return int(n), err
 }
 
@@ -428,8 +463,9 @@ func (b *PostgresBackend) DeleteExpired(ctx context.Context, idleBefore, created
 // the cleanup lock, a transaction-scoped advisory lock keyed by the table,
 // in one statement. No connection or lock outlives the call, so it is safe
 // behind any connection pooler.
-func (b *PostgresBackend) DeleteExpiredExclusive(ctx context.Context, idleBefore, createdBefore time.Time, limit int) (n int, ok bool, err error) {
-	_, err = b.run(ctx, sqlDeleteExpiredExclusive, []any{nullTime(idleBefore), nullTime(createdBefore), limit, b.table}, func(rows *sql.Rows) error {
+func (b *PostgresBackend) DeleteExpiredExclusive(ctx context.Context, c Cutoffs, limit int) (n int, ok bool, err error) {
+	args := []any{nullTime(c.IdleBefore), nullTime(c.CreatedBefore), limit, nullTime(c.Now), b.table}
+	_, err = b.run(ctx, sqlDeleteExpiredExclusive, args, func(rows *sql.Rows) error {
 		if !rows.Next() {
 			return errors.Join(rows.Err(), errors.New("pgsession: cleanup returned no row"))
 		}
@@ -442,8 +478,8 @@ func (b *PostgresBackend) DeleteExpiredExclusive(ctx context.Context, idleBefore
 }
 
 // DeleteByPrincipal implements PrincipalBackend.
-func (b *PostgresBackend) DeleteByPrincipal(ctx context.Context, principal string) (int, error) {
-	n, err := b.exec(ctx, sqlDeleteByPrincipal, principal)
+func (b *PostgresBackend) DeleteByPrincipal(ctx context.Context, principal string, only, except SessionID) (int, error) {
+	n, err := b.exec(ctx, sqlDeleteByPrincipal, principal, nullSessionID(only), nullSessionID(except))
 	return int(n), err
 }
 
@@ -453,11 +489,15 @@ func (b *PostgresBackend) ListByPrincipal(ctx context.Context, principal string)
 	_, err := b.run(ctx, sqlListByPrincipal, []any{principal}, func(rows *sql.Rows) error {
 		for rows.Next() {
 			var r Record
-			var id []byte
-			if err := rows.Scan(&id, &r.Created, &r.Accessed); err != nil {
+			var id, sid []byte
+			var lt storedLifetime
+			var ua, addr sql.NullString
+			if err := rows.Scan(&id, &sid, &r.Created, &r.Accessed, &lt.idle, &lt.absolute, &lt.persistent, &ua, &addr); err != nil {
 				return err
 			}
 			copy(r.ID[:], id)
+			copy(r.SessionID[:], sid)
+			r.Lifetime, r.Device = lt.lifetime(), Device{UserAgent: ua.String, Addr: addr.String}
 			out = append(out, r)
 		}
 		return rows.Err()
@@ -475,6 +515,55 @@ func (b *PostgresBackend) array(keys []string) any {
 		return keys
 	}
 	return pq.Array(keys)
+}
+
+// storedLifetime is the lifetime columns of a row.
+type storedLifetime struct {
+	idle, absolute sql.NullInt64 // milliseconds, -1 for none
+	persistent     sql.NullBool
+}
+
+// lifetime returns the row's own Lifetime, or nil if it follows Config.
+func (l storedLifetime) lifetime() *Lifetime {
+	if !l.idle.Valid {
+		return nil
+	}
+	d := func(ms sql.NullInt64) time.Duration {
+		if ms.Int64 < 0 {
+			return -1
+		}
+		return time.Duration(ms.Int64) * time.Millisecond
+	}
+	return &Lifetime{IdleTimeout: d(l.idle), AbsoluteTimeout: d(l.absolute), Persistent: l.persistent.Bool}
+}
+
+// lifetimeArgs returns l as the lifetime columns' values (NULLs for nil).
+func lifetimeArgs(l *Lifetime) (idle, absolute, persistent any) {
+	if l == nil {
+		return nil, nil, nil
+	}
+	ms := func(d time.Duration) int64 {
+		if d < 0 {
+			return -1
+		}
+		return max(d.Milliseconds(), 1)
+	}
+	return ms(l.IdleTimeout), ms(l.AbsoluteTimeout), l.Persistent
+}
+
+// deviceArgs returns d as the device columns' values (NULLs for nil).
+func deviceArgs(d *Device) (userAgent, addr any) {
+	if d == nil {
+		return nil, nil
+	}
+	return nullString(d.UserAgent), nullString(d.Addr)
+}
+
+func nullSessionID(id SessionID) any {
+	if id == (SessionID{}) {
+		return nil
+	}
+	return id[:]
 }
 
 func nullString(s string) any {
@@ -532,6 +621,18 @@ func (b *PostgresBackend) quoteSchemaName(name string) string {
 	return b.table
 }
 
+// upgradeColumns are the columns added since 0.1, which Migrate adds to an
+// older table.
+var upgradeColumns = map[string]string{
+	"session_id":          "bytea NOT NULL",
+	"idle_timeout_ms":     "bigint",
+	"absolute_timeout_ms": "bigint",
+	"persistent":          "boolean",
+	"expires_at":          "timestamp with time zone",
+	"user_agent":          "text",
+	"client_addr":         "text",
+}
+
 // wantColumns is the shape Migrate requires of an existing table.
 var wantColumns = map[string]string{
 	"key_hash":    "bytea NOT NULL",
@@ -558,12 +659,16 @@ func (b *PostgresBackend) Migrate(ctx context.Context) error {
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLock)); err != nil {
 		return fmt.Errorf("pgsession: migrate: lock: %w", err)
 	}
-	if err := b.checkTable(ctx, tx); err != nil && !errors.Is(err, ErrNoTable) {
+	current, err := b.checkTable(ctx, tx)
+	if err != nil && !errors.Is(err, ErrNoTable) {
 		return err
 	}
 	// Split schema.sql before the table name goes in: a quoted name may
 	// itself contain a semicolon.
 	for _, stmt := range splitSQL(schemaSQL) {
+		if current && strings.HasPrefix(stmt, "ALTER TABLE") {
+			continue // up to date: no ALTER TABLE, whose lock would stall requests
+		}
 		stmt = schemaName.ReplaceAllStringFunc(stmt, b.quoteSchemaName)
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("pgsession: migrate: %w", err)
@@ -576,12 +681,13 @@ func (b *PostgresBackend) Migrate(ctx context.Context) error {
 }
 
 // checkTable returns ErrSchemaMismatch if the table exists without
-// pgsession's columns, and ErrNoTable if it does not exist.
-func (b *PostgresBackend) checkTable(ctx context.Context, tx sqlx.QueryerContext) error {
+// pgsession's columns, and ErrNoTable if it does not exist. current reports
+// whether it also has the columns added since 0.1 (upgradeColumns).
+func (b *PostgresBackend) checkTable(ctx context.Context, tx sqlx.QueryerContext) (current bool, err error) {
 	rows, err := tx.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
 		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, b.table)
 	if err != nil {
-		return fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
+		return false, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 	}
 	defer rows.Close()
 	have := map[string]string{}
@@ -590,7 +696,7 @@ func (b *PostgresBackend) checkTable(ctx context.Context, tx sqlx.QueryerContext
 		var name, typ string
 		var notNull bool
 		if err := rows.Scan(&name, &typ, &notNull); err != nil {
-			return fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
+			return false, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 		}
 		if notNull {
 			typ += " NOT NULL"
@@ -599,19 +705,24 @@ func (b *PostgresBackend) checkTable(ctx context.Context, tx sqlx.QueryerContext
 		found = append(found, name+" "+typ)
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
+		return false, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 	}
 	if len(found) == 0 {
-		return fmt.Errorf("%w: %s; %s", ErrNoTable, b.table, adviceMigrate)
+		return false, fmt.Errorf("%w: %s; %s", ErrNoTable, b.table, adviceMigrate)
 	}
 	for name, typ := range wantColumns {
 		if have[name] != typ {
-			return fmt.Errorf("%w: %s has columns (%s), want key_hash bytea, data jsonb, created_at and accessed_at timestamptz, all NOT NULL, and principal text; "+
+			return false, fmt.Errorf("%w: %s has columns (%s), want key_hash bytea, data jsonb, created_at and accessed_at timestamptz, all NOT NULL, and principal text; "+
 				"if it belongs to another library (alexedwards/scs uses \"sessions\"), choose another name with WithTable",
 				ErrSchemaMismatch, b.table, strings.Join(found, ", "))
 		}
 	}
-	return nil
+	for name, typ := range upgradeColumns {
+		if have[name] != typ {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // adviceMigrate tells what to do about a missing or foreign table.
@@ -629,7 +740,19 @@ func (b *PostgresBackend) Check(ctx context.Context) error {
 	}
 	ctx, cancel := b.withTimeout(ctx)
 	defer cancel()
-	return b.checkTable(ctx, b.db)
+	// In a transaction, so that a pooler keeps the parameterised query on
+	// one server connection whatever the driver does.
+	tx, err := b.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return b.explain(fmt.Errorf("pgsession: check table %s: %w", b.table, err))
+	}
+	defer func() { _ = tx.Rollback() }()
+	current, err := b.checkTable(ctx, tx)
+	if err == nil && !current {
+		err = fmt.Errorf("%w: %s lacks the columns added since pgsession 0.1 (session_id, lifetime and device columns); %s",
+			ErrSchemaMismatch, b.table, adviceMigrate)
+	}
+	return err
 }
 
 // explain adds advice to a database error: one from a missing session

@@ -20,8 +20,8 @@ func backendCalls(b *pgsession.PostgresBackend) map[string]error {
 	ctx := context.Background()
 	now := time.Now()
 	_, load := b.Load(ctx, pgsession.ID{1})
-	_, expired := b.DeleteExpired(ctx, now, now, 10)
-	_, del := b.DeleteByPrincipal(ctx, "ada")
+	_, expired := b.DeleteExpired(ctx, pgsession.Cutoffs{Now: now, IdleBefore: now, CreatedBefore: now}, 10)
+	_, del := b.DeleteByPrincipal(ctx, "ada", pgsession.SessionID{}, pgsession.SessionID{})
 	_, list := b.ListByPrincipal(ctx, "ada")
 	return map[string]error{
 		"Load":              load,

@@ -90,8 +90,8 @@ func TestPostgresMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	if err := b.Migrate(context.Background()); err != nil {
 		t.Fatalf("second Migrate: %v", err)
 	}
-	if n := pgtest.Count(t, db, "SELECT count(*) FROM pg_indexes WHERE schemaname || '.' || tablename = $1", table); n != 4 {
-		t.Errorf("%d indexes, want 4 (primary key, accessed_at, created_at, principal)", n)
+	if n := pgtest.Count(t, db, "SELECT count(*) FROM pg_indexes WHERE schemaname || '.' || tablename = $1", table); n != 5 {
+		t.Errorf("%d indexes, want 5 (primary key, accessed_at, created_at, principal, expires_at)", n)
 	}
 }
 

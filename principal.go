@@ -5,45 +5,136 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 )
 
 // PrincipalBackend is implemented by backends that index sessions by
 // principal (see Config.PrincipalKey). Both built-in backends do.
 type PrincipalBackend interface {
-	// DeleteByPrincipal removes every session of principal and returns how
-	// many it removed.
-	DeleteByPrincipal(ctx context.Context, principal string) (int, error)
+	// DeleteByPrincipal removes sessions of principal and returns how many
+	// it removed: every one, or with a non-zero only just the session named
+	// only, or with a non-zero except every one but that. A session whose
+	// key is rotated at the same time is matched by its SessionID, which the
+	// rotation keeps, so it cannot escape the deletion.
+	DeleteByPrincipal(ctx context.Context, principal string, only, except SessionID) (int, error)
 	// ListByPrincipal returns the sessions of principal, most recently
-	// accessed first, expired or not, with ID and timestamps but no Data.
+	// accessed first, expired or not, with every Record field but Data.
 	ListByPrincipal(ctx context.Context, principal string) ([]Record, error)
 }
 
-// ErrNoPrincipal is returned by DeleteByPrincipal and ListByPrincipal when
-// Config.PrincipalKey is not set or the backend does not implement
-// PrincipalBackend.
+// ErrNoPrincipal is returned by DeleteByPrincipal, DeleteSession,
+// DeleteOtherSessions and ListByPrincipal when Config.PrincipalKey is not
+// set or the backend does not implement PrincipalBackend, and by
+// DeleteOtherSessions when the request's session has no principal.
 var ErrNoPrincipal = errors.New("pgsession: sessions have no principal (set Config.PrincipalKey and use a PrincipalBackend)")
 
-// SessionInfo describes one live session of a principal. It never holds the
-// session key: ID is the key's hash, safe to show or log.
+// Device describes the client of a session, as Config.Device reported it
+// when the session was created or its key last rotated, so that a user can
+// recognise their sessions on a "your devices" page. It is personal data:
+// record it only to show it, and say so in your privacy notice.
+type Device struct {
+	// UserAgent is the client's User-Agent header.
+	UserAgent string
+	// Addr is the client's address as the application determines it: only
+	// the application knows which proxies in front of it to trust.
+	Addr string
+}
+
+// maxDeviceField bounds each Device field as stored, in bytes.
+const maxDeviceField = 256
+
+// clean returns d as stored: valid UTF-8 without NUL, each field at most
+// maxDeviceField bytes.
+func (d Device) clean() Device {
+	f := func(s string) string {
+		s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+		for len(s) > maxDeviceField {
+			s = strings.ToValidUTF8(s[:maxDeviceField], "")
+		}
+		return s
+	}
+	return Device{UserAgent: f(d.UserAgent), Addr: f(d.Addr)}
+}
+
+// DeviceFromRequest returns a Config.Device function that records the
+// User-Agent header and the address addr(r) returns (nil: none). For
+// example, with the connection's peer address:
+//
+//	Device: pgsession.DeviceFromRequest(func(r *http.Request) string { return r.RemoteAddr })
+func DeviceFromRequest(addr func(r *http.Request) string) func(r *http.Request) Device {
+	return func(r *http.Request) Device {
+		d := Device{UserAgent: r.UserAgent()}
+		if addr != nil {
+			d.Addr = addr(r)
+		}
+		return d
+	}
+}
+
+// SessionInfo describes one live session of a principal, for a "your
+// devices" page. It never holds the session key.
 type SessionInfo struct {
-	ID         ID        // the SHA-256 hash of the session key, as stored; not a usable key
+	ID         SessionID // the session's lasting name: show it, and pass it to DeleteSession
 	Created    time.Time // when the session (or its current key) was created
 	LastAccess time.Time // the last access written (lags by up to TimeoutResolution)
 	Expires    time.Time // when it expires unless used again; zero if never
+	Device     Device    // the client, if Config.Device records it
+	Current    bool      // it is the session of the context ListByPrincipal was called with
 }
 
 // DeleteByPrincipal logs principal out everywhere: it deletes every session
 // whose PrincipalKey value equals principal (compared as the stored JSON
 // value: a string, or a number such as a user ID) and returns how many it
 // deleted. Requests already in flight with those sessions cannot bring them
-// back. It returns ErrNoPrincipal when sessions have no principal.
+// back, nor can concurrent key rotations. It returns ErrNoPrincipal when
+// sessions have no principal.
 func (m *Manager) DeleteByPrincipal(ctx context.Context, principal any) (int, error) {
+	return m.deleteByPrincipal(ctx, principal, SessionID{}, SessionID{})
+}
+
+// DeleteSession signs out one device: it deletes the session named id if,
+// and only if, it belongs to principal (so a user cannot end another user's
+// session by guessing IDs), and reports whether it did. It carries the
+// guarantees of DeleteByPrincipal. It returns ErrNoPrincipal when sessions
+// have no principal.
+func (m *Manager) DeleteSession(ctx context.Context, principal any, id SessionID) (bool, error) {
+	if id == (SessionID{}) {
+		return false, fmt.Errorf("%w: zero SessionID", ErrInvalidValue)
+	}
+	n, err := m.deleteByPrincipal(ctx, principal, id, SessionID{})
+	return n > 0, err
+}
+
+// DeleteOtherSessions signs out all other devices: it deletes every session
+// of the principal of the session in ctx (from Middleware or Manager.Load)
+// except that session itself, and returns how many it deleted. It carries
+// the guarantees of DeleteByPrincipal. It returns ErrNoSession without a
+// session in ctx, and ErrNoPrincipal when sessions have no principal or
+// this one has none (nobody is logged in).
+func (m *Manager) DeleteOtherSessions(ctx context.Context) (int, error) {
+	s := FromContext(ctx)
+	if s == nil {
+		return 0, ErrNoSession
+	}
+	s.mu.Lock()
+	p := principalText(s.data[m.p.principalKey])
+	keep := s.sessionIDLocked()
+	s.mu.Unlock()
+	if m.p.principalKey == "" || p == "" {
+		return 0, ErrNoPrincipal
+	}
+	return m.deleteByPrincipal(ctx, p, SessionID{}, keep)
+}
+
+// deleteByPrincipal runs PrincipalBackend.DeleteByPrincipal for principal.
+func (m *Manager) deleteByPrincipal(ctx context.Context, principal any, only, except SessionID) (int, error) {
 	pb, p, err := m.principal(principal)
 	if err != nil {
 		return 0, err
 	}
-	n, err := pb.DeleteByPrincipal(ctx, p)
+	n, err := pb.DeleteByPrincipal(ctx, p, only, except)
 	if err != nil {
 		return n, fmt.Errorf("pgsession: delete sessions of %q: %w", p, err)
 	}
@@ -52,8 +143,8 @@ func (m *Manager) DeleteByPrincipal(ctx context.Context, principal any) (int, er
 }
 
 // ListByPrincipal returns principal's live sessions, most recently used
-// first, for a "your devices" page. It returns ErrNoPrincipal when sessions
-// have no principal.
+// first, for a "your devices" page; the session of ctx (if any) is marked
+// Current. It returns ErrNoPrincipal when sessions have no principal.
 func (m *Manager) ListByPrincipal(ctx context.Context, principal any) ([]SessionInfo, error) {
 	pb, p, err := m.principal(principal)
 	if err != nil {
@@ -63,18 +154,29 @@ func (m *Manager) ListByPrincipal(ctx context.Context, principal any) ([]Session
 	if err != nil {
 		return nil, fmt.Errorf("pgsession: list sessions of %q: %w", p, err)
 	}
+	var current SessionID
+	if s := FromContext(ctx); s != nil {
+		s.mu.Lock()
+		if s.key != nil { // a live, stored session
+			current = s.loaded.SessionID
+		}
+		s.mu.Unlock()
+	}
 	now := m.cfg.Now()
 	out := make([]SessionInfo, 0, len(recs))
 	for i := range recs {
 		r := &recs[i]
 		if !m.p.expired(r, now) {
-			out = append(out, SessionInfo{ID: r.ID, Created: r.Created, LastAccess: r.Accessed, Expires: m.p.expiry(r.Created, r.Accessed)})
+			out = append(out, SessionInfo{ID: r.SessionID, Created: r.Created, LastAccess: r.Accessed,
+				Expires: m.p.expiry(r.Lifetime, r.Created, r.Accessed), Device: r.Device,
+				Current: current != SessionID{} && r.SessionID == current})
 		}
 	}
 	return out, nil
 }
 
-// principal returns the backend and the stored form of principal.
+// principal returns the backend and the stored form of principal (a value
+// as stored under PrincipalKey, or its stored form already).
 func (m *Manager) principal(principal any) (PrincipalBackend, string, error) {
 	pb, ok := m.cfg.Backend.(PrincipalBackend)
 	if !ok || m.p.principalKey == "" {

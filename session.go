@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"reflect"
 	"strings"
 	"sync"
@@ -61,6 +62,10 @@ type Session struct {
 	rotate  bool
 	freeze  bool
 	saved   bool
+
+	lifetime  *Lifetime     // set by SetLifetime (resolved), or nil
+	sessionID SessionID     // the lasting name of a session this request creates, once chosen
+	req       *http.Request // the request, for Config.Device; nil outside the middleware
 
 	deadline  time.Time // earliest deadline of a context the handler used, or zero
 	discarded bool      // the request ended before the save: nothing was saved
@@ -229,7 +234,7 @@ func (s *Session) seal() (change, bool) {
 		return change{}, false
 	}
 	s.saved = true
-	c := change{data: s.data, rotate: s.rotate, freeze: s.freeze}
+	c := change{data: s.data, rotate: s.rotate, freeze: s.freeze, lifetime: s.lifetime}
 	c.patch.Replace = s.cleared
 	if s.cleared {
 		c.patch.Set = s.data
@@ -246,6 +251,19 @@ func (s *Session) seal() (change, bool) {
 		}
 	}
 	return c, true
+}
+
+// sessionIDLocked returns the lasting name of the session: the stored one
+// of a live session, else the one a new row will get, chosen on first use.
+// s.mu must be held.
+func (s *Session) sessionIDLocked() SessionID {
+	if s.key != nil {
+		return s.loaded.SessionID
+	}
+	if s.sessionID == (SessionID{}) {
+		s.sessionID = newSessionID()
+	}
+	return s.sessionID
 }
 
 // hasNUL reports whether JSON text raw encodes a NUL character: an escape

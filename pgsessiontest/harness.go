@@ -49,9 +49,9 @@ func (b *countingBackend) Apply(ctx context.Context, a pgsession.Action) error {
 }
 
 // DeleteByPrincipal forwards to the wrapped backend, if it has principals.
-func (b *countingBackend) DeleteByPrincipal(ctx context.Context, p string) (int, error) {
+func (b *countingBackend) DeleteByPrincipal(ctx context.Context, p string, only, except pgsession.SessionID) (int, error) {
 	if pb, ok := b.Backend.(pgsession.PrincipalBackend); ok {
-		return pb.DeleteByPrincipal(ctx, p)
+		return pb.DeleteByPrincipal(ctx, p, only, except)
 	}
 	return 0, pgsession.ErrNoPrincipal
 }

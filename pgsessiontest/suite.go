@@ -307,7 +307,7 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 	t.Run("delete expired removes exactly the expired rows, in bounded batches", func(t *testing.T) {
 		t.Parallel()
 		b := newBackend(t)
-		idleBefore, createdBefore := t0.Add(-8*time.Hour), t0.Add(-30*24*time.Hour)
+		cut := pgsession.Cutoffs{Now: t0, IdleBefore: t0.Add(-8 * time.Hour), CreatedBefore: t0.Add(-30 * 24 * time.Hour)}
 		var live, idle, old []pgsession.ID
 		for range 5 {
 			id := newID()
@@ -320,13 +320,13 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 			insert(t, b, id, raw("a", `1`), t0.Add(-31*24*time.Hour), t0.Add(-time.Minute))
 			old = append(old, id)
 		}
-		n, err := b.DeleteExpired(ctx, idleBefore, createdBefore, 3)
+		n, err := b.DeleteExpired(ctx, cut, 3)
 		if err != nil || n != 3 {
 			t.Fatalf("first batch = %d, %v; want 3", n, err)
 		}
 		total := n
 		for n > 0 {
-			if n, err = b.DeleteExpired(ctx, idleBefore, createdBefore, 3); err != nil {
+			if n, err = b.DeleteExpired(ctx, cut, 3); err != nil {
 				t.Fatal(err)
 			}
 			total += n
@@ -342,7 +342,7 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		}
 		// Zero bounds disable a rule.
 		insert(t, b, newID(), raw("a", `1`), t0.Add(-31*24*time.Hour), t0.Add(-9*time.Hour))
-		if n, err := b.DeleteExpired(ctx, time.Time{}, time.Time{}, 100); err != nil || n != 0 {
+		if n, err := b.DeleteExpired(ctx, pgsession.Cutoffs{Now: t0}, 100); err != nil || n != 0 {
 			t.Errorf("with no bounds removed %d, %v; want 0", n, err)
 		}
 	})

@@ -1,4 +1,4 @@
--- pgsession schema, for PostgreSQL 12 or later.
+-- pgsession schema, for PostgreSQL 13 or later.
 --
 -- PostgresBackend.Migrate applies this file (with the table name it was given
 -- in place of "sessions") under an advisory lock, so it is safe to call from
@@ -16,11 +16,35 @@ CREATE TABLE IF NOT EXISTS "app"."user_sessions" (
     -- The last access written: idle timeout. Lags by up to TimeoutResolution.
     accessed_at timestamptz NOT NULL,
     -- Who is logged in (the value under Config.PrincipalKey), or NULL.
-    principal   text
+    principal   text,
+    -- The session's lasting name: it stays when the key rotates (SessionID).
+    session_id  bytea       NOT NULL DEFAULT uuid_send(gen_random_uuid()),
+    -- The session's own lifetime (SetLifetime), all NULL when it follows
+    -- Config: timeouts in milliseconds (-1: none) and whether the cookie
+    -- persists; expires_at is when it expires under them, for cleanup.
+    idle_timeout_ms     bigint,
+    absolute_timeout_ms bigint,
+    persistent          boolean,
+    expires_at          timestamptz,
+    -- The client that created or last rotated it, if Config.Device records
+    -- it (personal data).
+    user_agent  text,
+    client_addr text
 )
 -- Room on each page for updated rows: a data change within the timeout
 -- resolution leaves every indexed column alone, so it is a HOT update.
 WITH (fillfactor = 80);
+
+-- Upgrades a table created by pgsession 0.1 (before session_id, lifetimes
+-- and devices) in place. Existing sessions get a random session_id and
+-- follow Config as before. Each statement does nothing on a current table.
+ALTER TABLE "app"."user_sessions" ADD COLUMN IF NOT EXISTS session_id bytea NOT NULL DEFAULT uuid_send(gen_random_uuid());
+ALTER TABLE "app"."user_sessions" ADD COLUMN IF NOT EXISTS idle_timeout_ms bigint;
+ALTER TABLE "app"."user_sessions" ADD COLUMN IF NOT EXISTS absolute_timeout_ms bigint;
+ALTER TABLE "app"."user_sessions" ADD COLUMN IF NOT EXISTS persistent boolean;
+ALTER TABLE "app"."user_sessions" ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+ALTER TABLE "app"."user_sessions" ADD COLUMN IF NOT EXISTS user_agent text;
+ALTER TABLE "app"."user_sessions" ADD COLUMN IF NOT EXISTS client_addr text;
 
 -- Both indexes serve DeleteExpired, which removes rows past either timeout.
 CREATE INDEX IF NOT EXISTS "user_sessions_accessed_at_idx" ON "app"."user_sessions" (accessed_at);
@@ -28,3 +52,6 @@ CREATE INDEX IF NOT EXISTS "user_sessions_created_at_idx" ON "app"."user_session
 
 -- Serves DeleteByPrincipal and ListByPrincipal ("log out everywhere").
 CREATE INDEX IF NOT EXISTS "user_sessions_principal_idx" ON "app"."user_sessions" (principal) WHERE principal IS NOT NULL;
+
+-- Serves DeleteExpired for sessions with a lifetime of their own.
+CREATE INDEX IF NOT EXISTS "user_sessions_expires_at_idx" ON "app"."user_sessions" (expires_at) WHERE expires_at IS NOT NULL;
