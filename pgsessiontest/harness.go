@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -182,6 +183,7 @@ type scriptResult struct {
 //	setfunc:K (an unencodable value)  status:N  nobody (write no body)
 //	deadline (SetWriteDeadline via ResponseController)  hijack (answer raw, stop)
 //	token (report pgsession.Token)  cache:VALUE (set Cache-Control)
+//	lifetime:IDLE,ABSOLUTE,PERSISTENT (SetLifetime)  others (DeleteOtherSessions)
 func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 	s := pgsession.FromContext(r.Context())
 	res := scriptResult{Get: map[string]json.RawMessage{}}
@@ -234,6 +236,35 @@ func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Cache-Control", arg)
 		case "nobody":
 			body = false
+		case "lifetime": // lifetime:IDLE,ABSOLUTE,PERSISTENT as Go durations and a bool
+			var l pgsession.Lifetime
+			parts := strings.Split(arg, ",")
+			if len(parts) != 3 {
+				h.t.Errorf("script: bad lifetime %q", arg)
+				break
+			}
+			var err1, err2 error
+			l.IdleTimeout, err1 = time.ParseDuration(parts[0])
+			l.AbsoluteTimeout, err2 = time.ParseDuration(parts[1])
+			l.Persistent = parts[2] == "true"
+			if err := errors.Join(err1, err2); err != nil {
+				h.t.Errorf("script: bad lifetime %q: %v", arg, err)
+				break
+			}
+			note(pgsession.SetLifetime(r.Context(), l))
+		case "current": // report the SessionID that ListByPrincipal marks Current
+			var p json.RawMessage
+			_, _ = s.Get("user_id", &p)
+			list, err := h.m.ListByPrincipal(r.Context(), p)
+			note(err)
+			for _, d := range list {
+				if d.Current {
+					res.Get["current"] = json.RawMessage(strconv.Quote(d.ID.String()))
+				}
+			}
+		case "others": // sign out all other devices
+			_, err := h.m.DeleteOtherSessions(r.Context())
+			note(err)
 		case "token":
 			tok, err := pgsession.Token(r.Context())
 			note(err)

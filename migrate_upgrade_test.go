@@ -1,0 +1,98 @@
+package pgsession_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/internal/pgtest"
+)
+
+// A table created by pgsession 0.1 (testdata/schema_v0.1.sql, the schema as
+// it was) is upgraded in place by Migrate, run by several instances at
+// once: no session is lost, each gets its own SessionID, and the new
+// features work on old sessions.
+func TestMigrateUpgradesV01Table(t *testing.T) {
+	db := pgtest.Open(t, "postgres")
+	schema := pgtest.Schema(t, db)
+	table := schema + ".sessions"
+	fixture, err := os.ReadFile("testdata/schema_v0.1.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := db.MustBegin()
+	tx.MustExec(`SET LOCAL search_path TO ` + schema)
+	tx.MustExec(string(fixture))
+	now := time.Now().Truncate(time.Millisecond)
+	const n = 200
+	keys := make([][]byte, n)
+	for i := range keys {
+		keys[i] = []byte(strings.Repeat("k", 28) + string(rune('A'+i%26)) + string(rune('a'+i/26)) + "xx")
+		h := sha256.Sum256(keys[i])
+		principal := any(nil)
+		if i%2 == 0 {
+			principal = "alice"
+		}
+		tx.MustExec(`INSERT INTO sessions (key_hash, data, created_at, accessed_at, principal) VALUES ($1, $2, $3, $3, $4)`,
+			h[:], `{"i":`+strings.Repeat("1", 1+i%3)+`}`, now, principal)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			errs <- pgsession.NewPostgresBackend(pgtest.Open(t, "postgres"), pgsession.WithTable(table)).Migrate(context.Background())
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("Migrate of a 0.1 table: %v", err)
+		}
+	}
+	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(table))
+	if err := b.Check(context.Background()); err != nil {
+		t.Fatalf("Check after the upgrade: %v", err)
+	}
+	if got := pgtest.Count(t, db, `SELECT count(DISTINCT session_id) FROM `+table+` WHERE octet_length(session_id) = 16`); got != n {
+		t.Errorf("%d distinct 16-byte session IDs, want %d", got, n)
+	}
+	for _, key := range keys {
+		rec, err := b.Load(context.Background(), pgsession.ID(sha256.Sum256(key)))
+		if err != nil || rec.SessionID == (pgsession.SessionID{}) || rec.Lifetime != nil || len(rec.Data) != 1 {
+			t.Fatalf("old session after the upgrade: %+v, %v", rec, err)
+		}
+	}
+	// The new calls work on old sessions.
+	list, err := b.ListByPrincipal(context.Background(), "alice")
+	if err != nil || len(list) != n/2 {
+		t.Fatalf("ListByPrincipal = %d sessions, %v; want %d", len(list), err, n/2)
+	}
+	if removed, err := b.DeleteByPrincipal(context.Background(), "alice", list[0].SessionID, pgsession.SessionID{}); err != nil || removed != 1 {
+		t.Errorf("deleting one old session by SessionID = %d, %v; want 1", removed, err)
+	}
+}
+
+// Migrate of a table that is up to date runs no ALTER TABLE: its lock
+// would queue every request behind a long transaction that reads the table.
+func TestMigrateOfACurrentTableTakesNoTableLock(t *testing.T) {
+	db := pgtest.Open(t, "postgres")
+	_, table := pgtest.NewBackend(t, "postgres") // migrated once
+	reader := db.MustBegin()
+	defer func() { _ = reader.Rollback() }()
+	reader.MustExec(`SELECT count(*) FROM ` + table)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := pgsession.NewPostgresBackend(pgtest.Open(t, "postgres"), pgsession.WithTable(table)).Migrate(ctx); err != nil {
+		t.Fatalf("Migrate beside an open reader: %v", err)
+	}
+}
