@@ -1,0 +1,110 @@
+package pgsession_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"time"
+
+	"github.com/pgsession/pgsession"
+)
+
+// Give a session its own lifetime at login: "remember me" keeps it for 30
+// days of inactivity and across browser restarts; without it, the cookie
+// ends with the browser.
+func ExampleSetLifetime() {
+	m, _ := pgsession.New(pgsession.Config{Backend: pgsession.NewMemoryBackend(), HashKeys: [][]byte{exampleKey}})
+	login := func(w http.ResponseWriter, r *http.Request) {
+		// Check the credentials first, then:
+		_ = pgsession.FromContext(r.Context()).Set("user", "ada")
+		err := pgsession.SetLifetime(r.Context(), pgsession.Lifetime{
+			IdleTimeout: 30 * 24 * time.Hour, // AbsoluteTimeout zero: Config's
+			Persistent:  r.FormValue("remember") == "on",
+		})
+		if err == nil {
+			err = pgsession.RotateKey(r.Context())
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	}
+	h := m.Middleware(http.HandlerFunc(login))
+	for _, form := range []string{"remember=on", ""} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/login?"+form, nil))
+		ck := rec.Result().Cookies()[0]
+		fmt.Printf("%q: Max-Age %d\n", form, ck.MaxAge)
+	}
+	// Output:
+	// "remember=on": Max-Age 2592000
+	// "": Max-Age 0
+}
+
+// A "your devices" page: list the user's sessions, sign one out, or sign
+// out all the others.
+func ExampleManager_ListByPrincipal() {
+	m, _ := pgsession.New(pgsession.Config{
+		Backend: pgsession.NewMemoryBackend(), HashKeys: [][]byte{exampleKey},
+		PrincipalKey: "user",
+		Device:       pgsession.DeviceFromRequest(nil), // the User-Agent only
+	})
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
+		_ = pgsession.FromContext(r.Context()).Set("user", "ada") // rotates the key by itself
+	})
+	mux.HandleFunc("GET /devices", func(w http.ResponseWriter, r *http.Request) {
+		list, err := m.ListByPrincipal(r.Context(), "ada")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		for _, d := range list {
+			fmt.Fprintf(w, "%s current=%v\n", d.Device.UserAgent, d.Current)
+		}
+	})
+	mux.HandleFunc("POST /devices/{id}/signout", func(w http.ResponseWriter, r *http.Request) {
+		id, err := pgsession.ParseSessionID(r.PathValue("id"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if _, err := m.DeleteSession(r.Context(), "ada", id); err != nil { // only ada's own sessions
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	mux.HandleFunc("POST /devices/signout-others", func(w http.ResponseWriter, r *http.Request) {
+		n, err := m.DeleteOtherSessions(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(w, "signed out %d\n", n)
+	})
+	srv := httptest.NewTLSServer(m.Middleware(mux))
+	defer srv.Close()
+
+	do := func(c *http.Client, method, path, agent string) string {
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		req.Header.Set("User-Agent", agent)
+		resp, err := c.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.TrimSpace(string(b))
+	}
+	phone, laptop := browser(srv), browser(srv)
+	do(phone, "POST", "/login", "phone")
+	do(laptop, "POST", "/login", "laptop")
+	fmt.Println(do(laptop, "GET", "/devices", "laptop"))
+	fmt.Println(do(laptop, "POST", "/devices/signout-others", "laptop"))
+	fmt.Println(do(laptop, "GET", "/devices", "laptop"))
+	// Output:
+	// laptop current=true
+	// phone current=false
+	// signed out 1
+	// laptop current=true
+}
