@@ -35,6 +35,18 @@ func TestDecide(t *testing.T) {
 	principal := policy{idle: def.idle, absolute: def.absolute, resolution: def.resolution, principalKey: "user_id"}
 	createdNow := Action{Op: OpInsert, Patch: full, Created: t0, Accessed: t0}
 	newExpiry := t0.Add(8 * time.Hour)
+	// Own lifetimes, resolved as stored: 30 days idle remembered, 1m idle
+	// for an admin (resolution 7.5s), 1h idle not persistent.
+	month := &Lifetime{IdleTimeout: 30 * 24 * time.Hour, AbsoluteTimeout: 90 * 24 * time.Hour, Persistent: true}
+	minute := &Lifetime{IdleTimeout: time.Minute, AbsoluteTimeout: time.Hour}
+	hour := &Lifetime{IdleTimeout: time.Hour, AbsoluteTimeout: 30 * 24 * time.Hour}
+	own := func(l *Lifetime, created, accessed time.Duration) *Record {
+		r := rec(created, accessed)
+		r.Lifetime = l
+		return r
+	}
+	sessionOnly := def
+	sessionOnly.sessionOnly = true
 
 	tests := []struct {
 		name    string
@@ -140,6 +152,36 @@ func TestDecide(t *testing.T) {
 			want:   Action{Op: OpRotate, Old: id, Patch: Patch{Set: map[string]json.RawMessage{"a": json.RawMessage(`2`)}}, Created: t0, Accessed: t0},
 			cookie: cookieSet, expires: newExpiry},
 		{name: "freeze on expired: nothing", t: def, loaded: rec(9*time.Hour, 8*time.Hour), c: change{freeze: true}},
+
+		// Own lifetimes (SetLifetime).
+		{name: "SessionOnly: cookie without expiry", t: sessionOnly, c: change{patch: set, data: justB},
+			want: createdNow, cookie: cookieSet},
+		{name: "remember me on a new session: stored, persistent cookie despite SessionOnly", t: sessionOnly,
+			c:    change{patch: set, data: justB, lifetime: month},
+			want: Action{Op: OpInsert, Patch: full, Created: t0, Accessed: t0, Lifetime: month, Expires: t0.Add(30 * 24 * time.Hour)},
+			cookie: cookieSet, expires: t0.Add(30 * 24 * time.Hour)},
+		{name: "own lifetime outlives Config's idle timeout", t: def, loaded: own(month, 10*24*time.Hour, 9*time.Hour),
+			c:    change{data: justA},
+			want: Action{Op: OpUpdate, Old: id, Accessed: t0, Expires: t0.Add(30 * 24 * time.Hour)},
+			cookie: cookieSet, expires: t0.Add(30 * 24 * time.Hour)},
+		{name: "own short idle timeout ends the session", t: def, loaded: own(minute, 10*time.Minute, time.Minute),
+			c: change{}, want: Action{Op: OpDelete, Old: id}, cookie: cookieExpire},
+		{name: "own short idle timeout: resolution an eighth of it", t: def, loaded: own(minute, 10*time.Minute, 8*time.Second),
+			c:    change{data: justA},
+			want: Action{Op: OpUpdate, Old: id, Accessed: t0, Expires: t0.Add(time.Minute)}, cookie: cookieSet},
+		{name: "own lifetime, data change within resolution: expiry as stored", t: def, loaded: own(hour, 2*time.Hour, time.Minute),
+			c:    change{patch: set, data: aAndB},
+			want: Action{Op: OpUpdate, Old: id, Patch: set, Expires: t0.Add(59 * time.Minute)}, cookie: cookieSet},
+		{name: "rotation keeps the own lifetime", t: def, loaded: own(month, 40*24*time.Hour, time.Hour),
+			c:    change{data: justA, rotate: true},
+			want: Action{Op: OpRotate, Old: id, Created: t0, Accessed: t0, Expires: t0.Add(30 * 24 * time.Hour)},
+			cookie: cookieSet, expires: t0.Add(30 * 24 * time.Hour)},
+		{name: "a new lifetime alone is written", t: def, loaded: rec(time.Hour, time.Minute),
+			c:    change{data: justA, lifetime: hour},
+			want: Action{Op: OpUpdate, Old: id, Lifetime: hour, Expires: t0.Add(59 * time.Minute)}, cookie: cookieSet},
+		{name: "an expired session does not pass its lifetime to its successor", t: def, loaded: own(minute, time.Hour, time.Hour),
+			c:    change{patch: set, data: justB},
+			want: Action{Op: OpInsert, Old: id, Patch: full, Created: t0, Accessed: t0}, cookie: cookieSet, expires: newExpiry},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
