@@ -75,7 +75,10 @@ type Session struct {
 }
 
 // FromContext returns the session of the request whose context is ctx, or
-// nil when ctx does not come from a request inside Manager.Middleware.
+// nil when ctx does not come from a request inside Manager.Middleware or
+// from Manager.Load. When several Managers serve the request, it returns
+// the innermost one's session (the one added last); Manager.FromContext
+// returns a given Manager's.
 func FromContext(ctx context.Context) *Session {
 	s, _ := ctx.Value(sessionKey{}).(*Session)
 	if s != nil {
