@@ -62,6 +62,14 @@ func (m *Manager) CookieName() string { return m.cfg.Cookie.Name }
 // context the handler reached the session through (FromContext, RotateKey,
 // FreezeSession, Token), the 503 goes out without a cookie, and a change the
 // still-running handler makes afterwards returns ErrAlreadySaved.
+//
+// Middlewares of several Managers may be nested, each with its own cookie:
+// every session is loaded and saved independently, the innermost is the one
+// FromContext returns, and Manager.FromContext returns each Manager's. A
+// request whose context already carries a session of m, or of a Manager
+// with a cookie name (or IndicatorName) that m uses too, is answered by the
+// ErrorHandler with an error wrapping ErrInvalidConfig: the two would
+// overwrite each other's cookie.
 func (m *Manager) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := m.checkChain(r.Context()); err != nil {
