@@ -29,6 +29,7 @@ func TestBackend(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) 
 	t.Run("behaviour", func(t *testing.T) { testBehaviour(t, newBackend) })
 	t.Run("extras", func(t *testing.T) { testExtras(t, newBackend) })
 	t.Run("security", func(t *testing.T) { testSecurity(t, newBackend) })
+	t.Run("api", func(t *testing.T) { testAPI(t, newBackend) })
 }
 
 // Contract: the Backend methods called directly.
