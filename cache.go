@@ -2,6 +2,7 @@ package pgsession
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -14,10 +15,17 @@ import (
 // bearer tokens. A shared cache then keys its copies by them.
 func (m *Manager) vary(h http.Header) {
 	if m.cfg.Carrier.cookies() {
-		h.Add("Vary", "Cookie")
+		addVary(h, "Cookie")
 	}
 	if m.cfg.Carrier.bearer() {
-		h.Add("Vary", "Authorization")
+		addVary(h, "Authorization")
+	}
+}
+
+// addVary adds name to h's Vary unless a nested Manager's middleware did.
+func addVary(h http.Header, name string) {
+	if !slices.Contains(h.Values("Vary"), name) {
+		h.Add("Vary", name)
 	}
 }
 

@@ -21,6 +21,12 @@
 //	err = s.Set("user_id", 42)       // any JSON-encodable value
 //	err = pgsession.RotateKey(r.Context())     // on login and logout
 //	err = pgsession.FreezeSession(r.Context()) // this request writes nothing
+//	ok, err = s.Pop("flash", &msgs)            // read once: a flash message
+//
+// Outside a handler (WebSocket, gRPC, jobs), Manager.Load puts the session of
+// a token into a context and Manager.Save stores it and returns the token to
+// hand back. Nested middlewares of several Managers give a request several
+// sessions, each with its own cookie (Manager.FromContext).
 //
 // Sessions end after an idle timeout and an absolute timeout, and an expired
 // session is treated exactly as absent. Within the timeout resolution, a

@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/pgsession/pgsession"
@@ -178,4 +180,103 @@ func ExampleNewPostgresBackend() {
 		log.Fatal(err)
 	}
 	log.Fatal(http.ListenAndServe(":8080", m.Middleware(http.NotFoundHandler())))
+}
+
+// Show a flash message once, on the page a form redirects to.
+func ExampleSession_Pop() {
+	m, _ := pgsession.New(pgsession.Config{Backend: pgsession.NewMemoryBackend(), HashKeys: [][]byte{exampleKey}})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /save", func(w http.ResponseWriter, r *http.Request) {
+		// Save the form, then:
+		_ = pgsession.FromContext(r.Context()).Set("flash", []string{"Saved.", "A copy was sent."})
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	})
+	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+		var flash []string
+		if ok, _ := pgsession.FromContext(r.Context()).Pop("flash", &flash); !ok {
+			flash = []string{"(no message)"}
+		}
+		fmt.Fprintln(w, strings.Join(flash, " "))
+	})
+	srv := httptest.NewTLSServer(m.Middleware(mux))
+	defer srv.Close()
+
+	c := browser(srv)
+	fmt.Println(get(c, srv.URL+"/save")) // follows the redirect
+	fmt.Println(get(c, srv.URL+"/"))
+	// Output:
+	// Saved. A copy was sent.
+	// (no message)
+}
+
+// Use a session outside an HTTP handler: a job (or a WebSocket connection,
+// a gRPC service) loads it by its token, changes it, and saves it.
+func ExampleManager_Load() {
+	m, _ := pgsession.New(pgsession.Config{Backend: pgsession.NewMemoryBackend(), HashKeys: [][]byte{exampleKey}})
+	ctx := context.Background()
+
+	// A login over some other protocol: "" starts a new session.
+	login, _ := m.Load(ctx, "")
+	_ = pgsession.FromContext(login).Set("user", "ada")
+	token, _ := m.Save(login) // hand this to the client
+	fmt.Println("logged in:", token != "")
+
+	// Later, a request arrives with the token.
+	job, err := m.Load(ctx, token)
+	if err != nil {
+		log.Fatal(err) // the database failed; a bad or expired token is just an empty session
+	}
+	var user string
+	_, _ = pgsession.FromContext(job).Get("user", &user)
+	_ = pgsession.FromContext(job).Set("role", "admin")
+	_ = pgsession.RotateKey(job) // a privilege change
+	newToken, _ := m.Save(job)
+	fmt.Println(user, "has a new token:", newToken != token)
+
+	// The old token is dead.
+	stale, _ := m.Load(ctx, token)
+	fmt.Println("old token's session holds", pgsession.FromContext(stale).Len(), "keys")
+	// Output:
+	// logged in: true
+	// ada has a new token: true
+	// old token's session holds 0 keys
+}
+
+// Serve two sessions in one app: preferences kept for a year beside a login
+// that ends after an idle hour, each in its own cookie.
+func ExampleManager_FromContext() {
+	backend := pgsession.NewMemoryBackend()
+	prefs, _ := pgsession.New(pgsession.Config{
+		Backend: backend, HashKeys: [][]byte{exampleKey},
+		Cookie:          pgsession.CookieConfig{Name: "__Host-prefs"},
+		IdleTimeout:     365 * 24 * time.Hour,
+		AbsoluteTimeout: -1,
+	})
+	auth, _ := pgsession.New(pgsession.Config{Backend: backend, HashKeys: [][]byte{exampleKey}, IdleTimeout: time.Hour})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /theme", func(w http.ResponseWriter, r *http.Request) {
+		_ = prefs.FromContext(r.Context()).Set("theme", r.URL.Query().Get("t"))
+	})
+	mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
+		_ = auth.FromContext(r.Context()).Set("user", "ada")
+		_ = pgsession.RotateKey(r.Context()) // rotates both sessions
+	})
+	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+		var theme, user string
+		_, _ = prefs.FromContext(r.Context()).Get("theme", &theme)
+		_, _ = auth.FromContext(r.Context()).Get("user", &user)
+		fmt.Fprintf(w, "theme=%q user=%q\n", theme, user)
+	})
+	srv := httptest.NewTLSServer(prefs.Middleware(auth.Middleware(mux)))
+	defer srv.Close()
+
+	c := browser(srv)
+	get(c, srv.URL+"/theme?t=dark")
+	get(c, srv.URL+"/login")
+	fmt.Println(get(c, srv.URL+"/"))
+	u, _ := url.Parse(srv.URL)
+	fmt.Println(len(c.Jar.Cookies(u)), "cookies")
+	// Output:
+	// theme="dark" user="ada"
+	// 2 cookies
 }

@@ -8,9 +8,14 @@ import "context"
 // changes for the rest of the request. Use it for health checks, assets and
 // other responses that must not extend or alter a session.
 //
-// FreezeSession returns ErrNoSession when ctx does not come from a request
-// inside Manager.Middleware, and ErrAlreadySaved once the response has
-// started.
+// When several Managers serve the request (see Manager.FromContext),
+// FreezeSession freezes the session of each: a response that must not alter
+// a session must alter none.
+//
+// FreezeSession returns ErrNoSession when ctx carries no session (it does
+// not come from a request inside Manager.Middleware or from Manager.Load),
+// and ErrAlreadySaved, freezing none, once one of the sessions has been
+// saved.
 func FreezeSession(ctx context.Context) error {
 	return update(ctx, "FreezeSession", func(s *Session) { s.freeze = true })
 }

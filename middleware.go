@@ -62,14 +62,28 @@ func (m *Manager) CookieName() string { return m.cfg.Cookie.Name }
 // context the handler reached the session through (FromContext, RotateKey,
 // FreezeSession, Token), the 503 goes out without a cookie, and a change the
 // still-running handler makes afterwards returns ErrAlreadySaved.
+//
+// Middlewares of several Managers may be nested, each with its own cookie:
+// every session is loaded and saved independently, the innermost is the one
+// FromContext returns, and Manager.FromContext returns each Manager's. A
+// request whose context already carries a session of m, or of a Manager
+// with a cookie name (or IndicatorName) that m uses too, is answered by the
+// ErrorHandler with an error wrapping ErrInvalidConfig: the two would
+// overwrite each other's cookie.
 func (m *Manager) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := m.load(r)
+		if err := m.checkChain(r.Context()); err != nil {
+			m.fail(w, r, err)
+			return
+		}
+		keys, bearer := m.keysFromRequest(r)
+		s, err := m.load(r.Context(), keys, "path", r.URL.Path)
 		if err != nil {
 			m.fail(w, r, err)
 			return
 		}
-		r = r.WithContext(context.WithValue(r.Context(), sessionKey{}, s))
+		s.bearer, s.hook, s.req = bearer, true, r
+		r = r.WithContext(m.attach(r.Context(), s))
 		m.vary(w.Header())
 		sw := &responseWriter{ResponseWriter: w, m: m, s: s, r: r}
 		next.ServeHTTP(sw, r)
@@ -77,18 +91,17 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 	})
 }
 
-// load reads the session of r. A missing, malformed or badly signed cookie
-// or token, or an unknown or expired key, yields an empty session; only a
-// backend failure is an error.
-func (m *Manager) load(r *http.Request) (*Session, error) {
+// load reads the session stored under one of keys: those a request carries
+// (see keysFromRequest) or the one of a token given to Load. No key, or an
+// unknown or expired one, yields an empty session; only a backend failure
+// is an error. logArgs are added to the log of an ambiguous request.
+func (m *Manager) load(ctx context.Context, keys [][]byte, logArgs ...any) (*Session, error) {
 	// One clock reading per request, at PostgreSQL's microsecond precision,
 	// so expiry is judged identically at load and save and by every backend.
-	s := &Session{m: m, now: m.cfg.Now().Truncate(time.Microsecond), req: r}
-	keys, bearer := m.keysFromRequest(r)
-	s.bearer = bearer
+	s := &Session{m: m, now: m.cfg.Now().Truncate(time.Microsecond)}
 	var live *Record
 	for _, key := range keys {
-		rec, err := m.cfg.Backend.Load(r.Context(), idOf(key))
+		rec, err := m.cfg.Backend.Load(ctx, idOf(key))
 		switch {
 		case errors.Is(err, ErrNotFound):
 			m.stats.misses.Add(1)
@@ -108,9 +121,9 @@ func (m *Manager) load(r *http.Request) (*Session, error) {
 			// another host under the same parent domain. Serving either
 			// could act as the wrong user, so the request has none.
 			m.stats.ambiguous.Add(1)
-			m.cfg.Logger.WarnContext(r.Context(), "pgsession: request carries cookies of two different live sessions (cookie tossing?); treated as having no session",
-				"path", r.URL.Path)
-			return &Session{m: m, now: s.now, req: r}, nil
+			m.cfg.Logger.WarnContext(ctx, "pgsession: request carries cookies of two different live sessions (cookie tossing?); treated as having no session",
+				logArgs...)
+			return &Session{m: m, now: s.now}, nil
 		}
 		live, s.key, s.loaded = rec, key, rec
 	}
@@ -156,11 +169,17 @@ func (m *Manager) keysFromRequest(r *http.Request) (keys [][]byte, bearer bool) 
 	return keys, false
 }
 
-// save executes the policy's decision for s and adds the cookies to h.
+// save executes the policy's decision for s and adds the cookies to h (nil
+// for Manager.Save, which has no response). It returns ErrAlreadySaved if s
+// was saved before, and an endedError, having saved nothing, if the request
+// or job of ctx has ended.
 func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	c, ok := s.seal()
-	if !ok || m.discardEnded(ctx, s, c) {
-		return nil
+	if !ok {
+		return ErrAlreadySaved
+	}
+	if err := m.discardEnded(ctx, s, c); err != nil {
+		return err
 	}
 	d := m.p.decide(s.loaded, c, s.now)
 	key := s.key
@@ -195,8 +214,8 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 		}
 		s.setKey(key)
 	}
-	if s.bearer || !m.cfg.Carrier.cookies() {
-		return nil // the client keeps its token itself; it gets a new one through Token
+	if h == nil || s.bearer || !m.cfg.Carrier.cookies() {
+		return nil // the client keeps its token itself; it gets a new one through Token or Save
 	}
 	return m.setCookies(h, d, key, s.now)
 }
@@ -268,7 +287,7 @@ func (w *responseWriter) commit() bool {
 	}
 	w.committed = true
 	err := w.m.save(w.r.Context(), w.s, w.ResponseWriter.Header())
-	if err == nil {
+	if err == nil || errors.As(err, new(endedError)) { // an ended request saves nothing and has no one to tell
 		w.m.warnInsecureTransport(w.r, w.ResponseWriter.Header())
 		return true
 	}

@@ -114,7 +114,7 @@ func (m *Manager) DeleteSession(ctx context.Context, principal any, id SessionID
 // session in ctx, and ErrNoPrincipal when sessions have no principal or
 // this one has none (nobody is logged in).
 func (m *Manager) DeleteOtherSessions(ctx context.Context) (int, error) {
-	s := FromContext(ctx)
+	s := m.FromContext(ctx)
 	if s == nil {
 		return 0, ErrNoSession
 	}
@@ -155,7 +155,7 @@ func (m *Manager) ListByPrincipal(ctx context.Context, principal any) ([]Session
 		return nil, fmt.Errorf("pgsession: list sessions of %q: %w", p, err)
 	}
 	var current SessionID
-	if s := FromContext(ctx); s != nil {
+	if s := m.FromContext(ctx); s != nil {
 		s.mu.Lock()
 		if s.key != nil { // a live, stored session
 			current = s.loaded.SessionID

@@ -8,27 +8,42 @@ import "context"
 // changes) moves to the new key, the session's creation time restarts (login
 // is re-authentication, so the absolute timeout starts over), the old key is
 // deleted in the same transaction and can never be used again, and the
-// response carries the new cookie. Rotating a session that ends up empty just
-// deletes it.
+// response carries the new cookie (Manager.Save returns the new token).
+// Rotating a session that ends up empty just deletes it.
 //
-// RotateKey returns ErrNoSession when ctx does not come from a request inside
-// Manager.Middleware, and ErrAlreadySaved once the response has started.
+// When several Managers serve the request (see Manager.FromContext),
+// RotateKey rotates the session of each: a change of authentication must
+// leave valid no key that an attacker may have seen or planted before it,
+// and one call cannot forget one.
+//
+// RotateKey returns ErrNoSession when ctx carries no session (it does not
+// come from a request inside Manager.Middleware or from Manager.Load), and
+// ErrAlreadySaved, rotating none, once one of the sessions has been saved.
 func RotateKey(ctx context.Context) error {
 	return update(ctx, "RotateKey", func(s *Session) { s.rotate = true })
 }
 
-// update applies f to the session in ctx under its lock, unless the session is
-// missing or already saved.
+// update applies f to every Manager's session in ctx (see sessions) under
+// their locks, unless there is none or one of them is already saved: then it
+// changes none.
 func update(ctx context.Context, op string, f func(*Session)) error {
-	s := FromContext(ctx)
-	if s == nil {
+	ss := sessions(ctx)
+	if len(ss) == 0 {
 		return ErrNoSession
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.mutable(op); err != nil {
-		return err
+	// Always locked innermost first, and no other code holds two session
+	// locks, so this cannot deadlock.
+	for _, s := range ss {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 	}
-	f(s)
+	for _, s := range ss {
+		if err := s.mutable(op); err != nil {
+			return err
+		}
+	}
+	for _, s := range ss {
+		f(s)
+	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,11 +20,15 @@ var (
 	// ErrNoSession is returned by RotateKey, FreezeSession and Token when the
 	// context does not come from a request inside Manager.Middleware, and by
 	// the methods of the nil *Session that FromContext then returns.
-	ErrNoSession = errors.New("pgsession: no session in context (is the handler wrapped by Manager.Middleware?)")
-	// ErrAlreadySaved is returned by Set, Delete, Clear, RotateKey and
+	// ErrNoSession is also returned by Manager.Save when ctx carries no
+	// session that the Manager's Load put there.
+	ErrNoSession = errors.New("pgsession: no session in context (is the handler wrapped by Manager.Middleware, or the context from Manager.Load?)")
+	// ErrAlreadySaved is returned by Set, Delete, Clear, Pop, RotateKey and
 	// FreezeSession once the response has started and the session has been
 	// saved (or, for a request that had ended by then, discarded; see
-	// Manager.Middleware): the change would otherwise be lost silently.
+	// Manager.Middleware), or once Manager.Save has saved a session from
+	// Manager.Load: the change would otherwise be lost silently. Manager.Save
+	// returns it for a session it saved before.
 	ErrAlreadySaved = errors.New("pgsession: session already saved (the response has started)")
 	// ErrTooLarge is returned by Set when the session's data would exceed
 	// Config.MaxDataSize. The session is left unchanged.
@@ -48,8 +53,11 @@ type Session struct {
 	m   *Manager
 	now time.Time // the request's clock reading, used for load and save
 
-	loaded *Record // the row loaded (possibly expired), or nil
-	bearer bool    // the key came in an Authorization header, not a cookie
+	loaded *Record  // the row loaded (possibly expired), or nil
+	bearer bool     // the key came in an Authorization header, not a cookie
+	hook   bool     // the middleware saves it when the response starts (else Manager.Save does)
+	token  string   // the signed token Manager.Load was given, when it named a live session
+	outer  *Session // the session the context carried before this one was added, or nil
 
 	mu      sync.Mutex
 	key     []byte                     // the key of the stored row, nil if none
@@ -72,7 +80,10 @@ type Session struct {
 }
 
 // FromContext returns the session of the request whose context is ctx, or
-// nil when ctx does not come from a request inside Manager.Middleware.
+// nil when ctx does not come from a request inside Manager.Middleware or
+// from Manager.Load. When several Managers serve the request, it returns
+// the innermost one's session (the one added last); Manager.FromContext
+// returns a given Manager's.
 func FromContext(ctx context.Context) *Session {
 	s, _ := ctx.Value(sessionKey{}).(*Session)
 	if s != nil {
@@ -193,6 +204,66 @@ func (s *Session) own() {
 	}
 }
 
+// Pop decodes the value stored under key into dst, like Get, and removes
+// the key, so the value is read once: the removal is saved with the rest of
+// the request's changes (a session left empty is deleted). It is meant for
+// flash messages, which a request stores and the next one shows. Popping an
+// absent key reports false, leaves dst untouched and changes nothing, so it
+// costs no write. Get and Delete happen under the session's lock, so of two
+// goroutines of one request popping the same key only one gets the value;
+// dst's UnmarshalJSON, if any, must not use the session.
+//
+// When the stored value does not fit dst, Pop returns true and an error
+// wrapping the JSON error and leaves the key in place. Like Delete, it
+// returns ErrAlreadySaved once the session has been saved.
+func (s *Session) Pop(key string, dst any) (bool, error) {
+	if s == nil {
+		return false, ErrNoSession
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.mutable("Pop"); err != nil {
+		return false, err
+	}
+	raw, ok := s.data[key]
+	if !ok {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		return true, fmt.Errorf("pgsession: Pop %q: %w", key, err)
+	}
+	s.size -= entrySize(key, raw)
+	s.own()
+	delete(s.data, key)
+	s.markDirty(key)
+	return true, nil
+}
+
+// Has reports whether the session holds key (false for a nil Session).
+func (s *Session) Has(key string) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.data[key]
+	return ok
+}
+
+// Keys returns the session's keys in sorted order, as the handler sees them
+// now (with this request's changes); nil for an empty or nil Session.
+func (s *Session) Keys() []string {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.data) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(s.data))
+}
+
 // Len returns the number of keys in the session (0 for a nil Session).
 func (s *Session) Len() int {
 	if s == nil {
@@ -218,6 +289,10 @@ func (s *Session) mutable(op string) error {
 	}
 	if s.discarded { // a timed-out handler still running: expected, not misuse
 		s.m.cfg.Logger.Debug("pgsession: change after the request ended is not saved", "op", op)
+		return fmt.Errorf("%s: %w", op, ErrAlreadySaved)
+	}
+	if !s.hook {
+		s.m.cfg.Logger.Error("pgsession: change after Manager.Save is not saved", "op", op)
 		return fmt.Errorf("%s: %w", op, ErrAlreadySaved)
 	}
 	s.m.cfg.Logger.Error("pgsession: change after the response started is not saved", "op", op)

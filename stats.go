@@ -6,7 +6,7 @@ import "sync/atomic"
 // cheap (atomic loads), so they can be exported to monitoring on every
 // scrape.
 type Stats struct {
-	Loads         uint64 // requests that found a live session
+	Loads         uint64 // requests (and Manager.Load calls) that found a live session
 	Misses        uint64 // valid cookies whose session was unknown or expired
 	Inserts       uint64 // new sessions stored
 	Updates       uint64 // sessions whose data or access time was written

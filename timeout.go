@@ -16,7 +16,12 @@ import (
 // treated as timed out.
 
 // observe records ctx's deadline, if it has one, as a bound on this request.
+// A session from Manager.Load has no request: only the context given to
+// Save counts, so a shorter deadline a job used along the way does not.
 func (s *Session) observe(ctx context.Context) {
+	if !s.hook {
+		return
+	}
 	d, ok := ctx.Deadline()
 	if !ok {
 		return
@@ -42,13 +47,24 @@ func (s *Session) ended(ctx context.Context) error {
 	return nil
 }
 
-// discardEnded reports whether the request of s has ended (see ended); if so
-// it marks the sealed change c discarded and logs it: at Info when the
-// request had changes that are now lost, else at Debug.
-func (m *Manager) discardEnded(ctx context.Context, s *Session, c change) bool {
+// endedError is save's answer when the request or job had ended: nothing
+// was saved. It wraps the reason (context.Canceled or
+// context.DeadlineExceeded).
+type endedError struct{ reason error }
+
+func (e endedError) Error() string {
+	return "pgsession: the context ended before the session was saved; nothing is saved: " + e.reason.Error()
+}
+
+func (e endedError) Unwrap() error { return e.reason }
+
+// discardEnded returns an endedError if the request of s has ended (see
+// ended); it then marks the sealed change c discarded and logs it: at Info
+// when the request had changes that are now lost, else at Debug.
+func (m *Manager) discardEnded(ctx context.Context, s *Session, c change) error {
 	err := s.ended(ctx)
 	if err == nil {
-		return false
+		return nil
 	}
 	s.mu.Lock()
 	s.discarded = true
@@ -59,5 +75,5 @@ func (m *Manager) discardEnded(ctx context.Context, s *Session, c change) bool {
 	}
 	m.cfg.Logger.Log(ctx, level, "pgsession: the request ended (timed out or the client went away) before its session was saved; nothing is saved",
 		"reason", err)
-	return true
+	return endedError{err}
 }

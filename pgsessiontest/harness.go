@@ -73,6 +73,7 @@ type harness struct {
 	backend *countingBackend
 	m       *pgsession.Manager
 	srv     *httptest.Server
+	outer   *Env // a second Manager whose middleware wraps m's, or nil (see newNestedHarness)
 
 	mu    sync.Mutex
 	gates map[string]*gate
@@ -104,6 +105,15 @@ func (g *gate) reached(t *testing.T, name string) {
 // Config before New.
 func newHarness(t *testing.T, b pgsession.Backend, mod func(*pgsession.Config)) *harness {
 	t.Helper()
+	return newNestedHarness(t, b, mod, nil)
+}
+
+// newNestedHarness is newHarness with, when outerMod is not nil, the
+// middleware of a second Manager around the first: it shares the backend
+// and the clock, and its cookie is named "__Host-outer" unless outerMod
+// says otherwise. Script ops prefixed "outer/" act on its session.
+func newNestedHarness(t *testing.T, b pgsession.Backend, mod, outerMod func(*pgsession.Config)) *harness {
+	t.Helper()
 	h := &harness{t: t, backend: &countingBackend{Backend: b}, gates: map[string]*gate{}}
 	cfg := pgsession.Config{Backend: h.backend}
 	if mod != nil {
@@ -111,7 +121,14 @@ func newHarness(t *testing.T, b pgsession.Backend, mod func(*pgsession.Config)) 
 	}
 	h.Env = NewEnv(t, cfg)
 	h.clock, h.m = h.Env.Clock, h.Env.Manager
-	h.srv = httptest.NewServer(h.m.Middleware(http.HandlerFunc(h.script)))
+	handler := h.m.Middleware(http.HandlerFunc(h.script))
+	if outerMod != nil {
+		cfg := pgsession.Config{Backend: h.backend, Now: h.clock.Now, Cookie: pgsession.CookieConfig{Name: "__Host-outer"}}
+		outerMod(&cfg)
+		h.outer = NewEnv(t, cfg)
+		handler = h.outer.Manager.Middleware(handler)
+	}
+	h.srv = httptest.NewServer(handler)
 	t.Cleanup(h.srv.Close)
 	// Registered after Close, so it runs before: held handlers go on.
 	t.Cleanup(func() {
@@ -172,6 +189,9 @@ func (h *harness) hold(cookie, name string, ops ...string) (finish func() respon
 // scriptResult is what the script handler reports in its body.
 type scriptResult struct {
 	Get   map[string]json.RawMessage `json:"get"`
+	Pop   map[string]json.RawMessage `json:"pop"`
+	Has   map[string]bool            `json:"has"`
+	Keys  [][]string                 `json:"keys"`
 	Errs  []string                   `json:"errs"`
 	Token string                     `json:"token"`
 }
@@ -184,9 +204,16 @@ type scriptResult struct {
 //	deadline (SetWriteDeadline via ResponseController)  hijack (answer raw, stop)
 //	token (report pgsession.Token)  cache:VALUE (set Cache-Control)
 //	lifetime:IDLE,ABSOLUTE,PERSISTENT (SetLifetime)  others (DeleteOtherSessions)
+//	pop:K  has:K  keys  save (call Manager.Save, which must refuse)
+//
+// An op prefixed "outer/" acts on the session of the outer Manager (see
+// newNestedHarness) instead of the innermost.
 func (h *harness) script(w http.ResponseWriter, r *http.Request) {
-	s := pgsession.FromContext(r.Context())
-	res := scriptResult{Get: map[string]json.RawMessage{}}
+	inner := pgsession.FromContext(r.Context())
+	if inner != h.m.FromContext(r.Context()) {
+		h.t.Errorf("script: FromContext and Manager.FromContext return different sessions")
+	}
+	res := scriptResult{Get: map[string]json.RawMessage{}, Pop: map[string]json.RawMessage{}, Has: map[string]bool{}}
 	note := func(err error) {
 		if err != nil {
 			res.Errs = append(res.Errs, err.Error())
@@ -194,6 +221,10 @@ func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 	}
 	body := true
 	for _, op := range r.URL.Query()["op"] {
+		s := inner
+		if rest, ok := strings.CutPrefix(op, "outer/"); ok && h.outer != nil {
+			s, op = h.outer.Manager.FromContext(r.Context()), rest
+		}
 		name, arg, _ := strings.Cut(op, ":")
 		switch name {
 		case "set":
@@ -216,6 +247,20 @@ func (h *harness) script(w http.ResponseWriter, r *http.Request) {
 			if ok {
 				res.Get[arg] = v
 			}
+		case "pop":
+			var v json.RawMessage
+			ok, err := s.Pop(arg, &v)
+			note(err)
+			if ok {
+				res.Pop[arg] = v
+			}
+		case "has":
+			res.Has[arg] = s.Has(arg)
+		case "keys":
+			res.Keys = append(res.Keys, s.Keys())
+		case "save":
+			_, err := h.m.Save(r.Context())
+			note(err)
 		case "wait":
 			g := h.gate(arg)
 			close(g.arrived)

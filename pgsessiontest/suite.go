@@ -30,6 +30,7 @@ func TestBackend(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) 
 	t.Run("extras", func(t *testing.T) { testExtras(t, newBackend) })
 	t.Run("security", func(t *testing.T) { testSecurity(t, newBackend) })
 	t.Run("lifetimes and devices", func(t *testing.T) { testLifetimesAndDevices(t, newBackend) })
+	t.Run("api", func(t *testing.T) { testAPI(t, newBackend) })
 }
 
 // Contract: the Backend methods called directly.

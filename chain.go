@@ -1,0 +1,88 @@
+package pgsession
+
+import (
+	"context"
+	"strings"
+)
+
+// Several Managers may serve one request: nested middlewares (a long-lived
+// preferences session beside a short login session, each with its own
+// cookie), or several Manager.Load calls on one context. The context then
+// carries a chain of sessions, innermost (added last) first; each links to
+// the one the context carried before it. The package-level FromContext and
+// Token use the innermost session, so an application with one Manager never
+// notices the chain; Manager.FromContext finds a given Manager's session;
+// RotateKey and FreezeSession act on every Manager's session at once.
+
+// innermost returns the session added to ctx last, or nil.
+func innermost(ctx context.Context) *Session {
+	s, _ := ctx.Value(sessionKey{}).(*Session)
+	return s
+}
+
+// attach returns a context carrying s, linked to the sessions ctx carries.
+func (m *Manager) attach(ctx context.Context, s *Session) context.Context {
+	s.outer = innermost(ctx)
+	return context.WithValue(ctx, sessionKey{}, s)
+}
+
+// FromContext returns m's session in ctx: the one m's Middleware or Load
+// added (the innermost, if both did), or nil if there is none. Use it when
+// several Managers serve one request; the package-level FromContext returns
+// the innermost session of any Manager.
+func (m *Manager) FromContext(ctx context.Context) *Session {
+	for s := innermost(ctx); s != nil; s = s.outer {
+		if s.m == m {
+			s.observe(ctx)
+			return s
+		}
+	}
+	return nil
+}
+
+// sessions returns the session of each Manager in ctx, innermost first, as
+// Manager.FromContext would return it (a session hidden by a newer one of
+// the same Manager is left out).
+func sessions(ctx context.Context) []*Session {
+	var out []*Session
+outer:
+	for s := innermost(ctx); s != nil; s = s.outer {
+		for _, seen := range out {
+			if seen.m == s.m {
+				continue outer
+			}
+		}
+		s.observe(ctx)
+		out = append(out, s)
+	}
+	return out
+}
+
+// checkChain returns an error wrapping ErrInvalidConfig if a session ctx
+// already carries belongs to m or to a Manager whose cookie names clash with
+// m's: the two middlewares would read and overwrite one cookie, each logging
+// the other's users out. Names are compared ignoring case, like the cookie
+// prefixes; a name signs the token too, so bearer tokens are covered.
+func (m *Manager) checkChain(ctx context.Context) error {
+	for s := innermost(ctx); s != nil; s = s.outer {
+		if s.m == m {
+			return configError("Manager.Middleware wraps a handler that this Manager's middleware already wraps")
+		}
+		for _, a := range m.cfg.Cookie.names() {
+			for _, b := range s.m.cfg.Cookie.names() {
+				if strings.EqualFold(a, b) {
+					return configError("Cookie: two nested Managers use the cookie name %q; give each its own Cookie.Name and IndicatorName", a)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// names returns the cookie names c uses.
+func (c CookieConfig) names() []string {
+	if c.IndicatorName == "" {
+		return []string{c.Name}
+	}
+	return []string{c.Name, c.IndicatorName}
+}
