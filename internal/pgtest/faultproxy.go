@@ -27,6 +27,7 @@ type Proxy struct {
 	latency  time.Duration
 	gate     chan struct{} // closed while traffic flows; open while blackholed
 	cutEvery int64
+	cutReset bool
 	links    map[*link]struct{}
 	closed   bool
 	refuse   bool
@@ -133,12 +134,13 @@ func (p *Proxy) Refuse(on bool) {
 
 // CutAfterStatements cuts the connection of every n-th statement (0: none)
 // right after the statement reached the server: the server's answer is
-// dropped and both connections are reset. The client cannot know whether
-// the statement ran.
-func (p *Proxy) CutAfterStatements(n int) {
+// dropped and both connections are closed, with a TCP reset when reset is
+// set, else with an orderly FIN (the client reads EOF). The client cannot
+// know whether the statement ran.
+func (p *Proxy) CutAfterStatements(n int, reset bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cutEvery = int64(n)
+	p.cutEvery, p.cutReset = int64(n), reset
 }
 
 // Reset cuts every open connection with a TCP reset.
@@ -284,7 +286,10 @@ func (p *Proxy) toClient(l *link) {
 			p.wait(false)
 			if l.cut.Load() {
 				p.cuts.Add(1)
-				l.close(true)
+				p.mu.Lock()
+				rst := p.cutReset
+				p.mu.Unlock()
+				l.close(rst)
 				return
 			}
 			if _, werr := l.client.Write(buf[:n]); werr != nil {
