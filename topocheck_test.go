@@ -2,6 +2,7 @@ package pgsession_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/pgsession/pgsession"
 )
@@ -80,15 +82,36 @@ type topoApp struct {
 	logs *syncBuffer
 }
 
-// newTopoApp opens a pool on dsn with driver ("postgres" or "pgx"),
-// migrates table and serves topoHandler.
-func newTopoApp(t *testing.T, driver, dsn, table string, opts ...pgsession.PostgresOption) *topoApp {
+// deadlineDriver is lib/pq with pgsession.ReadDeadlineDialer.
+const deadlineDriver = "postgres+deadline"
+
+// openDB opens a pool on dsn with driver: "pgx", "postgres" (lib/pq), or
+// deadlineDriver, lib/pq dialing through a ReadDeadlineDialer of 2s.
+func openDB(t *testing.T, driver, dsn string) *sqlx.DB {
 	t.Helper()
-	db, err := sqlx.Open(driver, dsn)
-	if err != nil {
-		t.Fatal(err)
+	var db *sqlx.DB
+	if driver == deadlineDriver {
+		c, err := pq.NewConnector(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Dialer(pgsession.ReadDeadlineDialer{Timeout: 2 * time.Second})
+		db = sqlx.NewDb(sql.OpenDB(c), "postgres")
+	} else {
+		var err error
+		if db, err = sqlx.Open(driver, dsn); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// newTopoApp opens a pool on dsn with driver (see openDB), migrates table
+// and serves topoHandler.
+func newTopoApp(t *testing.T, driver, dsn, table string, opts ...pgsession.PostgresOption) *topoApp {
+	t.Helper()
+	db := openDB(t, driver, dsn)
 	a := &topoApp{db: db, logs: &syncBuffer{}}
 	a.b = pgsession.NewPostgresBackend(db, append([]pgsession.PostgresOption{pgsession.WithTable(table)}, opts...)...)
 	t.Cleanup(func() { _ = a.b.Close() })
@@ -131,6 +154,7 @@ type topoChecker struct {
 	dead   []string
 	status map[int]int
 	slow   time.Duration // the slowest request
+	slowOp string        // its query and outcome
 
 	acks, relogins, requests atomic.Int64
 }
@@ -173,9 +197,6 @@ func (k *topoChecker) do(query, cookie string) (code int, body, set string, expi
 	resp, err := k.hc.Do(req)
 	took := time.Since(start)
 	k.requests.Add(1)
-	k.mu.Lock()
-	k.slow = max(k.slow, took)
-	k.mu.Unlock()
 	if err == nil {
 		defer resp.Body.Close()
 		var b []byte
@@ -194,6 +215,9 @@ func (k *topoChecker) do(query, cookie string) (code int, body, set string, expi
 	}
 	k.mu.Lock()
 	k.status[code]++
+	if took > k.slow {
+		k.slow, k.slowOp = took, fmt.Sprintf("%s at %s: %d %q", query, start.Format("15:04:05.000"), code, body)
+	}
 	k.mu.Unlock()
 	return code, body, set, expired
 }
@@ -406,6 +430,6 @@ func (k *topoChecker) recovery(within time.Duration) (time.Duration, bool) {
 func (k *topoChecker) summary() string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return fmt.Sprintf("%d requests, %d acknowledged increments, %d dead keys, %d sessions lost to a failed login/logout, statuses %v, slowest %v",
-		k.requests.Load(), k.acks.Load(), len(k.dead), k.relogins.Load(), k.status, k.slow.Round(time.Millisecond))
+	return fmt.Sprintf("%d requests, %d acknowledged increments, %d dead keys, %d sessions lost to a failed login/logout, statuses %v, slowest %v (%s)",
+		k.requests.Load(), k.acks.Load(), len(k.dead), k.relogins.Load(), k.status, k.slow.Round(time.Millisecond), k.slowOp)
 }
