@@ -157,6 +157,9 @@ type topoChecker struct {
 	slowOp string        // its query and outcome
 
 	acks, relogins, requests atomic.Int64
+	// What the checks found: values below the last acknowledged one,
+	// sessions of acknowledged cookies gone, dead keys that work again.
+	lost, gone, revived atomic.Int64
 }
 
 // newTopoChecker returns a checker for the app at url. Each request is
@@ -240,6 +243,9 @@ func (k *topoChecker) value(c *topoClient, what, body string) (int, bool) {
 		k.fail("client %d %s: body %q", c.id, what, body)
 		return 0, false
 	}
+	if n < c.acked {
+		k.lost.Add(1)
+	}
 	if n < c.acked || n > c.acked+c.pending {
 		k.fail("client %d %s: n = %d, want %d to %d (a lost acknowledged write or a phantom one)", c.id, what, n, c.acked, c.acked+c.pending)
 		return n, false
@@ -253,6 +259,7 @@ func (k *topoChecker) vanished(c *topoClient, what string) {
 	if c.suspect {
 		k.relogins.Add(1)
 	} else {
+		k.gone.Add(1)
 		k.fail("client %d %s: the session of an acknowledged cookie is gone (n was %d)", c.id, what, c.acked)
 	}
 	c.cookie, c.suspect = "", false
@@ -395,6 +402,7 @@ func (k *topoChecker) settle(cs []*topoClient, within time.Duration) {
 			k.value(c, "final get", body)
 		case http.StatusConflict:
 			if !c.suspect {
+				k.gone.Add(1)
 				k.fail("client %d at the end: the session of an acknowledged cookie is gone (n was %d)", c.id, c.acked)
 			}
 		default:
@@ -406,6 +414,9 @@ func (k *topoChecker) settle(cs []*topoClient, within time.Duration) {
 	k.mu.Unlock()
 	for _, ck := range dead {
 		if code, body, set := retry("op=get", ck); code != http.StatusConflict || set != "" {
+			if code == http.StatusOK {
+				k.revived.Add(1)
+			}
 			k.fail("a dead key works again: %d %q, set %q", code, body, set)
 		}
 	}
@@ -430,6 +441,8 @@ func (k *topoChecker) recovery(within time.Duration) (time.Duration, bool) {
 func (k *topoChecker) summary() string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return fmt.Sprintf("%d requests, %d acknowledged increments, %d dead keys, %d sessions lost to a failed login/logout, statuses %v, slowest %v (%s)",
-		k.requests.Load(), k.acks.Load(), len(k.dead), k.relogins.Load(), k.status, k.slow.Round(time.Millisecond), k.slowOp)
+	return fmt.Sprintf("%d requests, %d acknowledged increments, %d dead keys, %d sessions lost to a failed login/logout; "+
+		"found %d lost acknowledged values, %d acknowledged sessions gone, %d dead keys revived; statuses %v, slowest %v (%s)",
+		k.requests.Load(), k.acks.Load(), len(k.dead), k.relogins.Load(), k.lost.Load(), k.gone.Load(), k.revived.Load(),
+		k.status, k.slow.Round(time.Millisecond), k.slowOp)
 }
