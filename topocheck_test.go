@@ -157,7 +157,7 @@ type topoChecker struct {
 	slowOp string        // its query and outcome
 
 	acks, relogins, requests atomic.Int64
-	// What the checks found: values below the last acknowledged one,
+	// What the checks found: acknowledged increments lost,
 	// sessions of acknowledged cookies gone, dead keys that work again.
 	lost, gone, revived atomic.Int64
 }
@@ -244,10 +244,11 @@ func (k *topoChecker) value(c *topoClient, what, body string) (int, bool) {
 		return 0, false
 	}
 	if n < c.acked {
-		k.lost.Add(1)
+		k.lost.Add(int64(c.acked - n))
 	}
 	if n < c.acked || n > c.acked+c.pending {
 		k.fail("client %d %s: n = %d, want %d to %d (a lost acknowledged write or a phantom one)", c.id, what, n, c.acked, c.acked+c.pending)
+		c.acked, c.pending = n, 0 // go on from what is stored, to count each loss once
 		return n, false
 	}
 	return n, true
@@ -442,7 +443,7 @@ func (k *topoChecker) summary() string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return fmt.Sprintf("%d requests, %d acknowledged increments, %d dead keys, %d sessions lost to a failed login/logout; "+
-		"found %d lost acknowledged values, %d acknowledged sessions gone, %d dead keys revived; statuses %v, slowest %v (%s)",
+		"found %d lost acknowledged increments, %d acknowledged sessions gone, %d dead keys revived; statuses %v, slowest %v (%s)",
 		k.requests.Load(), k.acks.Load(), len(k.dead), k.relogins.Load(), k.lost.Load(), k.gone.Load(), k.revived.Load(),
 		k.status, k.slow.Round(time.Millisecond), k.slowOp)
 }

@@ -27,6 +27,9 @@ func NewCluster(t testing.TB) *Cluster {
 	t.Helper()
 	bindir := ""
 	if p, err := exec.LookPath("initdb"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real // a link on PATH: the other tools are next to the target
+		}
 		bindir = filepath.Dir(p)
 	} else if dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin"); len(dirs) > 0 {
 		sort.Strings(dirs)

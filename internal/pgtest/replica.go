@@ -49,7 +49,7 @@ func (c *Cluster) NewReplica(primaryAddr string) *Cluster {
 	}
 	r.run("pg_basebackup", "-h", host, "-p", port, "-U", "postgres", "-D", r.data(), "-R", "-X", "stream", "-c", "fast")
 	r.Start()
-	r.waitFor("the replica to stream", `SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'`, 1)
+	r.WaitFor("the replica to stream", `SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'`, 1)
 	return r
 }
 
@@ -57,7 +57,7 @@ func (c *Cluster) NewReplica(primaryAddr string) *Cluster {
 func (c *Cluster) Promote() {
 	c.t.Helper()
 	c.run("pg_ctl", "-D", c.data(), "-w", "promote")
-	c.waitFor("the promoted replica to leave recovery", `SELECT CASE WHEN pg_is_in_recovery() THEN 1 ELSE 0 END`, 0)
+	c.WaitFor("the promoted replica to leave recovery", `SELECT CASE WHEN pg_is_in_recovery() THEN 1 ELSE 0 END`, 0)
 }
 
 // Exec runs SQL statements on the cluster through psql.
@@ -71,8 +71,9 @@ func (c *Cluster) Exec(sql string) string {
 	return string(out)
 }
 
-// waitFor waits up to 30s until query (one integer) returns want.
-func (c *Cluster) waitFor(what, query string, want int) {
+// WaitFor waits up to 30s until query (one integer) returns want, and
+// fails the test after that.
+func (c *Cluster) WaitFor(what, query string, want int) {
 	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
