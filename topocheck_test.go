@@ -287,6 +287,7 @@ func (k *topoChecker) step(c *topoClient) {
 		case http.StatusOK:
 			c.pending++ // this very write
 			if n, ok := k.value(c, "inc", body); ok && n == c.acked {
+				k.lost.Add(1) // the increment to n was acknowledged before
 				k.fail("client %d inc: acknowledged n = %d, which was already stored", c.id, n)
 			} else if ok {
 				c.acked, c.pending, c.suspect = n, 0, false
