@@ -79,6 +79,7 @@ func failoverRounds() int {
 // no logged-out or rotated-away key works again on the new primary, and
 // service is back within a few seconds.
 func TestFailoverSync(t *testing.T) {
+	heavy(t)
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
 			r := newFailoverRig(t, driver, true)
@@ -116,6 +117,7 @@ func TestFailoverSync(t *testing.T) {
 // stops at the kill, so that every client's last acknowledged state is
 // checked on the new primary. The figures go into docs/topology-figures.md.
 func TestFailoverAsyncMeasure(t *testing.T) {
+	heavy(t)
 	cut := 2 * time.Second
 	if longRun() {
 		cut = 5 * time.Second
@@ -161,6 +163,7 @@ func TestFailoverAsyncMeasure(t *testing.T) {
 // write whose commit stayed local must not be acknowledged. Then the
 // primary dies and the standby takes over: no acknowledged write is lost.
 func TestFailoverStalledStandby(t *testing.T) {
+	heavy(t)
 	const stall = 3 * time.Second
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {

@@ -1,7 +1,6 @@
 package pgsession_test
 
 import (
-	"context"
 	"net/http"
 	"os"
 	"sync"
@@ -55,6 +54,7 @@ func background(t *testing.T, k *topoChecker, clients int, d time.Duration, maxR
 // or rotation carries a working cookie, dead keys stay dead, and no save
 // fails on a duplicate key.
 func TestFaultCutAfterStatement(t *testing.T) {
+	heavy(t)
 	d := 3 * time.Second
 	if longRun() {
 		d = 30 * time.Second
@@ -93,8 +93,9 @@ func TestFaultCutAfterStatement(t *testing.T) {
 // lib/pq subtest and docs/topology-figures.md); without it a request hangs
 // for as long as the stall lasts.
 func TestFaultBlackhole(t *testing.T) {
+	heavy(t)
 	const timeout = 2 * time.Second
-	stall := 5 * time.Second
+	stall := 3 * time.Second
 	if longRun() {
 		stall = 35 * time.Second
 	}
@@ -148,6 +149,7 @@ func TestFaultBlackhole(t *testing.T) {
 // the timeout (500), but nothing hangs beyond the bound, nothing acknowledged
 // is lost, and service is normal at once when the latency goes.
 func TestFaultLatencyPoolExhaustion(t *testing.T) {
+	heavy(t)
 	const timeout = 2 * time.Second
 	d := 3 * time.Second
 	if longRun() {
@@ -191,6 +193,7 @@ func TestFaultLatencyPoolExhaustion(t *testing.T) {
 // nothing acknowledged is lost, and service is back within a second of the
 // lock's release.
 func TestFaultTableLock(t *testing.T) {
+	heavy(t)
 	const timeout = time.Second
 	hold := 2 * time.Second
 	if longRun() {
@@ -239,6 +242,7 @@ func TestFaultTableLock(t *testing.T) {
 // (immediate): nothing acknowledged is lost, no dead key comes back, and
 // service is back within a second of the server.
 func TestFaultRestart(t *testing.T) {
+	heavy(t)
 	const timeout = 2 * time.Second
 	for _, driver := range drivers {
 		for _, mode := range []string{"fast", "immediate"} {
@@ -275,11 +279,4 @@ func TestFaultRestart(t *testing.T) {
 			})
 		}
 	}
-}
-
-// waitCtx is a context bounded by d for the tests' own calls.
-func waitCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }

@@ -189,6 +189,7 @@ var removedRE = regexp.MustCompile(`msg="pgsession: cleanup" removed=(\d+)`)
 // never do two instances' cleanup statements run at once (sampled in
 // pg_stat_activity).
 func TestMultiInstance(t *testing.T) {
+	heavy(t)
 	d := 3 * time.Second
 	if longRun() {
 		d = 30 * time.Second

@@ -28,6 +28,15 @@ import (
 // topology tests.
 func longRun() bool { return os.Getenv("PGSESSION_LONG") == "1" }
 
+// heavy skips a topology test (loads of several seconds, throwaway
+// clusters) under -short.
+func heavy(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("topology test skipped with -short")
+	}
+}
+
 // topoHandler serves sessions that belong to a user. ?op=login&u=U logs in
 // (sets the user and rotates the key, keeping the data); every other op
 // answers 409 for a session without a user (a dead or unknown cookie).
