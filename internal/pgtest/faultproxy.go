@@ -232,49 +232,93 @@ func (p *Proxy) handle(c net.Conn, target string) {
 	wg.Wait()
 }
 
-// wait holds a chunk while the proxy is blackholed, and delays it by the
-// latency when toServer.
-func (p *Proxy) wait(toServer bool) {
+// wait holds a chunk of the server's stream while the proxy is blackholed.
+func (p *Proxy) wait() { <-p.gateNow() }
+
+// gateNow returns the current gate.
+func (p *Proxy) gateNow() chan struct{} {
 	p.mu.Lock()
-	gate, latency := p.gate, p.latency
-	p.mu.Unlock()
-	<-gate
-	if toServer && latency > 0 {
-		time.Sleep(latency)
-	}
-	p.mu.Lock()
-	gate = p.gate
-	p.mu.Unlock()
-	<-gate // blackholed during the delay
+	defer p.mu.Unlock()
+	return p.gate
 }
 
+// toServer forwards the client's stream. While blackholed it keeps reading
+// and holds what it read; if the client gives up meanwhile, what it held is
+// dropped, as a stalled network would never deliver it, instead of reaching
+// the server in a burst when traffic resumes.
 func (p *Proxy) toServer(l *link) {
 	defer l.close(false)
-	var scan msgScanner
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := l.client.Read(buf)
-		if n > 0 {
-			stmts := scan.feed(buf[:n])
-			p.wait(true)
-			// Decided before the write, so the answer cannot slip through.
-			for range stmts {
-				k := p.stmts.Add(1)
-				p.mu.Lock()
-				every := p.cutEvery
-				p.mu.Unlock()
-				if every > 0 && k%every == 0 {
-					l.cut.Store(true)
+	chunks := make(chan []byte)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		defer close(chunks)
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := l.client.Read(buf)
+			if n > 0 {
+				select {
+				case chunks <- buf[:n]:
+				case <-done:
+					return
 				}
 			}
-			if _, werr := l.server.Write(buf[:n]); werr != nil {
+			if err != nil {
 				return
 			}
 		}
-		if err != nil {
-			return
+	}()
+	var scan msgScanner
+	var held [][]byte
+	for {
+		gate := p.gateNow()
+		select {
+		case <-gate: // flowing
+			if len(held) > 0 {
+				c := held[0]
+				held = held[1:]
+				if !p.forward(l, &scan, c) {
+					return
+				}
+				continue
+			}
+			gate = nil // nothing to wait for but the client
+		default:
+		}
+		select {
+		case c, ok := <-chunks:
+			if !ok {
+				return // the client is gone; anything held is dropped
+			}
+			held = append(held, c)
+		case <-gate: // traffic resumes
 		}
 	}
+}
+
+// forward sends one chunk of the client's stream to the server, after the
+// latency, marking the link for a cut when the chunk ends a statement that
+// is due for one. It reports false when the server connection failed.
+func (p *Proxy) forward(l *link, scan *msgScanner, c []byte) bool {
+	stmts := scan.feed(c)
+	p.mu.Lock()
+	latency := p.latency
+	p.mu.Unlock()
+	if latency > 0 {
+		time.Sleep(latency)
+	}
+	// Decided before the write, so the answer cannot slip through.
+	for range stmts {
+		k := p.stmts.Add(1)
+		p.mu.Lock()
+		every := p.cutEvery
+		p.mu.Unlock()
+		if every > 0 && k%every == 0 {
+			l.cut.Store(true)
+		}
+	}
+	_, err := l.server.Write(c)
+	return err == nil
 }
 
 func (p *Proxy) toClient(l *link) {
@@ -283,7 +327,7 @@ func (p *Proxy) toClient(l *link) {
 	for {
 		n, err := l.server.Read(buf)
 		if n > 0 {
-			p.wait(false)
+			p.wait()
 			if l.cut.Load() {
 				p.cuts.Add(1)
 				p.mu.Lock()
