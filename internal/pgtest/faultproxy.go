@@ -18,7 +18,6 @@ import (
 // failover). It understands just enough of the PostgreSQL protocol to find
 // where a statement ends in the client's stream.
 type Proxy struct {
-	t  testing.TB
 	ln net.Listener
 	wg sync.WaitGroup
 
@@ -30,7 +29,6 @@ type Proxy struct {
 	cutReset bool
 	links    map[*link]struct{}
 	closed   bool
-	refuse   bool
 	stmts    atomic.Int64
 	cuts     atomic.Int64
 	accepted atomic.Int64
@@ -65,7 +63,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	}
 	open := make(chan struct{})
 	close(open)
-	p := &Proxy{t: t, ln: ln, target: target, gate: open, links: map[*link]struct{}{}}
+	p := &Proxy{ln: ln, target: target, gate: open, links: map[*link]struct{}{}}
 	p.wg.Go(p.serve)
 	t.Cleanup(p.Close)
 	return p
@@ -122,14 +120,6 @@ func (p *Proxy) Blackhole(on bool) {
 			close(p.gate)
 		}
 	}
-}
-
-// Refuse makes the proxy close new connections at once (on), as a server
-// that is down would refuse them.
-func (p *Proxy) Refuse(on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.refuse = on
 }
 
 // CutAfterStatements cuts the connection of every n-th statement (0: none)
@@ -196,9 +186,9 @@ func (p *Proxy) serve() {
 		}
 		p.accepted.Add(1)
 		p.mu.Lock()
-		target, refuse, closed := p.target, p.refuse, p.closed
+		target, closed := p.target, p.closed
 		p.mu.Unlock()
-		if refuse || closed {
+		if closed {
 			_ = c.Close()
 			continue
 		}
