@@ -17,7 +17,8 @@ import (
 // connection, which a stalled network or server never acts on, so a
 // request blocks for as long as the stall lasts. No lib/pq connection
 // setting bounds that read (connect_timeout covers the connection's setup
-// only, and TCP keepalives are answered by a stalled peer's kernel). pgx
+// only, and TCP keepalives notice a vanished peer after minutes and a
+// stalled one never, its kernel still answering them). pgx
 // needs nothing of the kind: it sets the deadline itself when a context
 // ends.
 //
