@@ -144,10 +144,12 @@ func TestFaultBlackhole(t *testing.T) {
 	}
 }
 
-// +50 ms on every round trip and a pool of 2 connections for 64 clients,
-// with WithQueryTimeout(2s): requests wait for a connection and some hit
-// the timeout (500), but nothing hangs beyond the bound, nothing acknowledged
-// is lost, and service is normal at once when the latency goes.
+// +50 ms on every round trip, with WithQueryTimeout(2s). With the pool
+// unbounded and 8 clients, every request succeeds, only slower. With a pool
+// of 2 connections for 64 clients, requests wait for a connection and some
+// hit the timeout (500), but nothing hangs beyond the bound. Either way
+// nothing acknowledged is lost, and service is normal at once when the
+// latency goes.
 func TestFaultLatencyPoolExhaustion(t *testing.T) {
 	heavy(t)
 	const timeout = 2 * time.Second
@@ -156,35 +158,43 @@ func TestFaultLatencyPoolExhaustion(t *testing.T) {
 		d = 20 * time.Second
 	}
 	for _, driver := range drivers {
-		t.Run(driver, func(t *testing.T) {
-			p, a := proxiedApp(t, driver, pgsession.WithQueryTimeout(timeout))
-			a.db.SetMaxOpenConns(2)
-			p.SetLatency(50 * time.Millisecond)
-			k := newTopoChecker(t, func() string { return a.srv.URL }, 30*time.Second)
-			cs := k.run(64, d, 1000, nil)
-			p.SetLatency(0)
-			back, ok := k.recovery(5 * time.Second)
-			k.settle(cs, 10*time.Second)
-			t.Logf("%s: %s; recovered in %v; stats %+v", driver, k.summary(), back.Round(time.Millisecond), a.m.Stats())
-			k.report(t)
-			if !ok || back > time.Second {
-				t.Errorf("service back %v after the latency went (ok=%v)", back, ok)
-			}
-			for code, n := range k.statuses() {
-				if code != http.StatusOK && code != http.StatusInternalServerError && code != http.StatusConflict {
-					t.Errorf("status %d (%d times), want 200, 500 or 409", code, n)
+		for _, tc := range []struct {
+			name             string
+			maxOpen, clients int
+		}{{"latency", 0, 8}, {"latency+pool2x64", 2, 64}} {
+			t.Run(driver+"/"+tc.name, func(t *testing.T) {
+				p, a := proxiedApp(t, driver, pgsession.WithQueryTimeout(timeout))
+				a.db.SetMaxOpenConns(tc.maxOpen)
+				p.SetLatency(50 * time.Millisecond)
+				k := newTopoChecker(t, func() string { return a.srv.URL }, 30*time.Second)
+				cs := k.run(tc.clients, d, 1000, nil)
+				if n := k.statuses()[http.StatusInternalServerError]; tc.maxOpen == 0 && n != 0 {
+					t.Errorf("%d requests failed with 50ms of latency and no pool limit", n)
 				}
-			}
-			k.mu.Lock()
-			slow := k.slow
-			k.mu.Unlock()
-			if slow > 2*timeout+time.Second {
-				t.Errorf("slowest request %v, want within %v (a load and a save, each bounded)", slow, 2*timeout+time.Second)
-			}
-			if k.acks.Load() == 0 {
-				t.Error("no write was acknowledged")
-			}
-		})
+				p.SetLatency(0)
+				back, ok := k.recovery(5 * time.Second)
+				k.settle(cs, 10*time.Second)
+				t.Logf("%s, %s: %s; recovered in %v; stats %+v", driver, tc.name, k.summary(), back.Round(time.Millisecond), a.m.Stats())
+				k.report(t)
+				if !ok || back > time.Second {
+					t.Errorf("service back %v after the latency went (ok=%v)", back, ok)
+				}
+				for code, n := range k.statuses() {
+					if code != http.StatusOK && code != http.StatusInternalServerError && code != http.StatusConflict {
+						t.Errorf("status %d (%d times), want 200, 500 or 409", code, n)
+					}
+				}
+				k.mu.Lock()
+				slow := k.slow
+				k.mu.Unlock()
+				if slow > 2*timeout+time.Second {
+					t.Errorf("slowest request %v, want within %v (a load and a save, each bounded)", slow, 2*timeout+time.Second)
+				}
+				if k.acks.Load() == 0 {
+					t.Error("no write was acknowledged")
+				}
+			})
+		}
 	}
 }
 
