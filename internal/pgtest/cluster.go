@@ -27,6 +27,9 @@ func NewCluster(t testing.TB) *Cluster {
 	t.Helper()
 	bindir := ""
 	if p, err := exec.LookPath("initdb"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real // a link on PATH: the other tools are next to the target
+		}
 		bindir = filepath.Dir(p)
 	} else if dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin"); len(dirs) > 0 {
 		sort.Strings(dirs)
@@ -69,7 +72,7 @@ func (c *Cluster) Start() {
 		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", c.port, c.dir), "start")
 }
 
-// Stop stops the server at once, cutting every connection.
+// Stop stops the server at once (immediate mode), cutting every connection.
 func (c *Cluster) Stop() {
 	c.t.Helper()
 	c.run("pg_ctl", "-D", c.data(), "-m", "immediate", "-w", "stop")
@@ -99,4 +102,11 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// StopFast stops the server in fast mode: sessions are ended and
+// transactions rolled back, then a clean shutdown.
+func (c *Cluster) StopFast() {
+	c.t.Helper()
+	c.run("pg_ctl", "-D", c.data(), "-m", "fast", "-w", "stop")
 }
