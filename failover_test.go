@@ -1,7 +1,6 @@
 package pgsession_test
 
 import (
-	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -171,11 +170,6 @@ func TestFailoverStalledStandby(t *testing.T) {
 	const stall = 3 * time.Second
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
-			if driver == "postgres" && os.Getenv("PGSESSION_PQ_STALL") != "1" {
-				t.Skip("needs a write whose context ended to fail (pool branch): lib/pq cancels the commit's wait for the standby, " +
-					"PostgreSQL answers with a WARNING and CommandComplete (committed locally), and lib/pq reports success; " +
-					"PGSESSION_PQ_STALL=1 runs it")
-			}
 			r := newFailoverRig(t, driver, true)
 			k := newTopoChecker(t, func() string { return r.app.srv.URL }, 30*time.Second)
 			stop := background(t, k, 8, 2*time.Minute, 1<<20)

@@ -2,7 +2,6 @@ package pgsession_test
 
 import (
 	"net/http"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +11,9 @@ import (
 )
 
 // drivers are the database/sql drivers the fault tests run on.
-var drivers = []string{"pgx", "postgres"}
+// lib/pq here; pgx when internal/pgxtest runs this package's tests (see
+// pgx_driver_test.go).
+var drivers = pgtest.Drivers()
 
 // proxiedApp starts a fault proxy in front of the test server and an app
 // whose pool (driver) goes through it, on a fresh table.
@@ -62,11 +63,6 @@ func TestFaultCutAfterStatement(t *testing.T) {
 	for _, driver := range drivers {
 		for _, close := range []string{"fin", "rst"} {
 			t.Run(driver+"/"+close, func(t *testing.T) {
-				if driver == "postgres" && close == "fin" && os.Getenv("PGSESSION_PQ_CUT") != "1" {
-					t.Skip("needs idempotent writes (pool branch): lib/pq reports a connection cut after the statement as driver.ErrBadConn, " +
-						"database/sql runs the rotation again, which finds its old key gone (200 without a cookie, then a lost session) " +
-						"or the insert again (duplicate key); PGSESSION_PQ_CUT=1 runs it")
-				}
 				p, a := proxiedApp(t, driver, pgsession.WithQueryTimeout(5*time.Second))
 				k := newTopoChecker(t, func() string { return a.srv.URL }, 30*time.Second)
 				p.CutAfterStatements(7, close == "rst")
@@ -99,7 +95,11 @@ func TestFaultBlackhole(t *testing.T) {
 	if longRun() {
 		stall = 35 * time.Second
 	}
-	for _, driver := range []string{"pgx", "postgres", deadlineDriver} {
+	ds := drivers
+	if ds[0] == "postgres" {
+		ds = append(ds, deadlineDriver) // lib/pq alone, and with the dialer that bounds it
+	}
+	for _, driver := range ds {
 		t.Run(driver, func(t *testing.T) {
 			p, a := proxiedApp(t, driver, pgsession.WithQueryTimeout(timeout))
 			// Enough idle room that database/sql never closes a connection

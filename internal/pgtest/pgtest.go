@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 
@@ -113,6 +114,17 @@ func NewBackend(t testing.TB, driverName string, opts ...pgsession.PostgresOptio
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	return b, table
+}
+
+// Drivers returns the database/sql PostgreSQL driver that tests taking a
+// driver name run on: "pgx" when pgx's stdlib is linked into the test binary
+// (as internal/pgxtest does for the root package's tests), else "postgres"
+// (lib/pq).
+func Drivers() []string {
+	if slices.Contains(sql.Drivers(), "pgx") {
+		return []string{"pgx"}
+	}
+	return []string{"postgres"}
 }
 
 // Backends returns constructors of fresh backends, memory and PostgreSQL
