@@ -1,12 +1,10 @@
 package pgsession_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,24 +12,6 @@ import (
 	"github.com/pgsession/pgsession/internal/pgtest"
 	"github.com/pgsession/pgsession/pgsessiontest"
 )
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // seed inserts n sessions per kind into table directly: idle-expired,
 // absolutely expired, and live ones (idle 8h, absolute 30 days, at now).
@@ -78,7 +58,7 @@ func TestDeleteExpiredPostgres(t *testing.T) {
 }
 
 func TestRunCleanupStopsAndLogs(t *testing.T) {
-	var logs syncBuffer
+	var logs pgtest.LogBuffer
 	env := pgsessiontest.NewEnv(t, pgsession.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	env.Login(t, map[string]any{"a": 1})
 	env.Clock.Advance(9 * time.Hour) // idle-expired
@@ -114,7 +94,7 @@ func TestCleanupLockAcrossInstances(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
 	b, table := pgtest.NewBackend(t, "postgres")
 	other := pgsession.NewPostgresBackend(pgtest.Open(t, "postgres"), pgsession.WithTable(table)) // another "instance"
-	var logs syncBuffer
+	var logs pgtest.LogBuffer
 	env := pgsessiontest.NewEnv(t, pgsession.Config{Backend: b,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	seed(t, table, env.Clock.Now(), 10)

@@ -205,7 +205,7 @@ type janitor struct {
 	db   *sqlx.DB
 	m    *pgsession.Manager
 	app  string
-	logs *syncBuffer
+	logs *pgtest.LogBuffer
 	stop context.CancelFunc
 	done chan error
 }
@@ -215,7 +215,7 @@ func newJanitor(t *testing.T, table string, opts ...pgsession.PostgresOption) *j
 	db, app := openPool(t, "pgsession_janitor_")
 	b := pgsession.NewPostgresBackend(db, append([]pgsession.PostgresOption{pgsession.WithTable(table)}, opts...)...)
 	t.Cleanup(func() { _ = b.Close() })
-	j := &janitor{db: db, app: app, logs: &syncBuffer{}}
+	j := &janitor{db: db, app: app, logs: &pgtest.LogBuffer{}}
 	j.m = newManager(t, pgsession.Config{Backend: b,
 		Logger: slog.New(slog.NewTextHandler(j.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	return j

@@ -101,7 +101,7 @@ type appInstance struct {
 	url   *url.URL
 	cmd   *exec.Cmd
 	stdin io.Closer
-	logs  *syncBuffer
+	logs  *pgtest.LogBuffer
 	done  chan error
 }
 
@@ -111,7 +111,7 @@ func startInstances(t *testing.T, n int, driver, dsn, table string, interval tim
 	t.Helper()
 	var apps []*appInstance
 	for i := range n {
-		a := &appInstance{name: randomName(fmt.Sprintf("pgsession_app%d_", i)), logs: &syncBuffer{}, done: make(chan error, 1)}
+		a := &appInstance{name: randomName(fmt.Sprintf("pgsession_app%d_", i)), logs: &pgtest.LogBuffer{}, done: make(chan error, 1)}
 		a.cmd = exec.Command(os.Args[0], "-test.run=^$")
 		a.cmd.Env = append(os.Environ(), envAppDSN+"="+withApp(dsn, a.name), envAppDriver+"="+driver,
 			envAppTable+"="+table, envAppCleanup+"="+interval.String())

@@ -22,6 +22,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/internal/pgtest"
 )
 
 // longRun reports whether PGSESSION_LONG=1 asks for the long rounds of the
@@ -88,7 +89,7 @@ type topoApp struct {
 	b    *pgsession.PostgresBackend
 	m    *pgsession.Manager
 	srv  *httptest.Server
-	logs *syncBuffer
+	logs *pgtest.LogBuffer
 }
 
 // deadlineDriver is lib/pq with pgsession.ReadDeadlineDialer.
@@ -121,7 +122,7 @@ func openDB(t *testing.T, driver, dsn string) *sqlx.DB {
 func newTopoApp(t *testing.T, driver, dsn, table string, opts ...pgsession.PostgresOption) *topoApp {
 	t.Helper()
 	db := openDB(t, driver, dsn)
-	a := &topoApp{db: db, logs: &syncBuffer{}}
+	a := &topoApp{db: db, logs: &pgtest.LogBuffer{}}
 	a.b = pgsession.NewPostgresBackend(db, append([]pgsession.PostgresOption{pgsession.WithTable(table)}, opts...)...)
 	t.Cleanup(func() { _ = a.b.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

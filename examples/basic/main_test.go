@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -267,7 +266,7 @@ func TestRunKeepsSecrets(t *testing.T) {
 		"host=127.0.0.1 password='" + password + "' sslmode=bogus",
 		"password=" + password + " missing-equals",
 	} {
-		var buf lockedBuffer
+		var buf pgtest.LogBuffer
 		log := slog.New(slog.NewTextHandler(&buf, nil))
 		for _, env := range []map[string]string{
 			{"DATABASE_URL": bad, "SESSION_HASH_KEY": key},
@@ -288,24 +287,6 @@ func TestRunKeepsSecrets(t *testing.T) {
 			t.Errorf("the log shows a secret:\n%s", out)
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // With $DATABASE_URL the command migrates and uses PostgreSQL and its
