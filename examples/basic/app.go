@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,13 +16,29 @@ import (
 )
 
 // The session keys the example uses. userKey is also the Manager's
-// PrincipalKey, so "log out all my devices" works and a change of user
-// rotates the key even without RotateKey.
+// PrincipalKey, so the devices page can list and sign out the user's
+// sessions, and a change of user rotates the key even without RotateKey.
+// flashKey holds a message for the next page, which shows it once (Pop).
 const (
 	userKey    = "user"
 	visitsKey  = "visits"
 	streamsKey = "streams"
+	flashKey   = "flash"
 )
+
+// rememberMe is the lifetime of a session whose user ticked "Remember me":
+// 30 days after its last use (at most Config's absolute timeout, 30 days by
+// default, after the login), in a cookie that survives a browser restart.
+// Without the tick a session gets Config's timeouts in a browser-session
+// cookie, which the browser forgets when it closes.
+var rememberMe = pgsession.Lifetime{IdleTimeout: 30 * 24 * time.Hour, Persistent: true}
+
+// flashOnly is the lifetime of the session that carries the "You are signed
+// out" message from a logout to the page it redirects to. That session
+// holds the message only, and the page deletes it by popping the message,
+// so it normally lives for one redirect; if the redirect is never
+// followed, it expires after a few minutes and the janitor removes it.
+var flashOnly = pgsession.Lifetime{IdleTimeout: 5 * time.Minute, AbsoluteTimeout: 5 * time.Minute}
 
 // The server-sent event stream: this many events, this far apart, then the
 // stream ends.
@@ -35,16 +53,36 @@ const (
 const statsVar = "pgsession"
 
 // managerConfig returns the example's session configuration: defaults
-// everywhere except the principal. The cookie keeps the Secure attribute
-// unless insecureCookie is set (see the package documentation).
+// everywhere except the principal and the device record. The cookie keeps
+// the Secure attribute unless insecureCookie is set (see the package
+// documentation).
 func managerConfig(b pgsession.Backend, hashKeys [][]byte, insecureCookie bool, log *slog.Logger) pgsession.Config {
 	return pgsession.Config{
 		Backend:      b,
 		HashKeys:     hashKeys,
 		PrincipalKey: userKey,
-		Cookie:       pgsession.CookieConfig{Insecure: insecureCookie},
-		Logger:       log,
+		// The browser and address of each session, for the devices page.
+		// Both are personal data: record them only to show them to their
+		// owner, and say so in your privacy notice.
+		Device: pgsession.DeviceFromRequest(clientAddr),
+		Cookie: pgsession.CookieConfig{Insecure: insecureCookie},
+		Logger: log,
 	}
+}
+
+// clientAddr returns the address of the client of r as the devices page
+// shows it: the connection's peer, since the example has no proxy in
+// front of it. Behind a reverse proxy or load balancer that would be the
+// proxy's address for every session; there the application must take the
+// client's address from the forwarded header its own proxy sets
+// (X-Forwarded-For, Forwarded), trusting only the entries that proxy
+// added, since a client can send any header it likes.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // app is the example's handlers around one Manager.
@@ -61,7 +99,10 @@ type app struct {
 //
 // Only a login stores a session. Anonymous visitors read nothing from the
 // store and write nothing to it, so a crawler or a flood of requests
-// cannot fill the sessions table (see "Limits" in the README).
+// cannot fill the sessions table (see "Limits" in the README). The one
+// exception is the message after a logout: it is kept in a small session
+// without a user until the next page shows it, which deletes it (see
+// signOut).
 //
 // It keeps no global state, so tests can build as many as they like.
 func newApp(m *pgsession.Manager, log *slog.Logger) http.Handler {
@@ -72,7 +113,9 @@ func newApp(m *pgsession.Manager, log *slog.Logger) http.Handler {
 	pages.HandleFunc("POST /login", a.login)
 	pages.HandleFunc("POST /logout", a.logout)
 	pages.HandleFunc("POST /logout-everywhere", a.logoutEverywhere)
-	pages.HandleFunc("GET /logged-out", a.loggedOut)
+	pages.HandleFunc("GET /devices", a.devices)
+	pages.HandleFunc("POST /devices/{id}/signout", a.signOutDevice)
+	pages.HandleFunc("POST /devices/signout-others", a.signOutOthers)
 	pages.HandleFunc("GET /events", a.events)
 	pages.HandleFunc("GET /healthz", a.healthz)
 
@@ -82,23 +125,30 @@ func newApp(m *pgsession.Manager, log *slog.Logger) http.Handler {
 	return root
 }
 
-var homePage = template.Must(template.New("home").Parse(`<!doctype html>
+// templates are the example's pages. html/template escapes every value
+// for where it appears, so a user name, a user agent or a message cannot
+// inject markup.
+var templates = template.Must(template.New("").Funcs(template.FuncMap{
+	"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+}).Parse(`
+{{define "flash"}}{{with .}}<p id="flash" role="status">{{.}}</p>
+{{end}}{{end}}
+
+{{define "home"}}<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pgsession example</title></head>
 <body>
 <h1>pgsession example</h1>
-{{if .User}}
+{{template "flash" .Flash}}
+{{- if .User}}
 <p id="user">Logged in as <b>{{.User}}</b></p>
 <p id="visits">Visits in this session: {{.Visits}}</p>
+<p><a id="devices" href="/devices">Your devices</a></p>
 <form method="post" action="/logout"><button id="logout">Log out</button></form>
-<h2>Your sessions</h2>
-<ul id="sessions">{{range .Sessions}}
-<li>started {{.Created.Format "15:04:05"}}, last seen {{.LastAccess.Format "15:04:05"}}, id {{printf "%.12s" .ID.String}}…</li>{{end}}
-</ul>
-<form method="post" action="/logout-everywhere"><button id="logout-everywhere">Log out all my devices</button></form>
 {{else}}
 <p id="user">Not logged in</p>
 <form method="post" action="/login">
 <label>Name <input id="name" name="name" autocomplete="username" maxlength="64" required></label>
+<label><input id="remember" name="remember" type="checkbox" value="on"> Remember me for 30 days</label>
 <button id="login">Log in</button>
 </form>
 {{end}}
@@ -121,20 +171,75 @@ document.getElementById("stream").onclick = () => {
 };
 </script>
 </body></html>
+{{end}}
+
+{{define "devices"}}<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Your devices</title></head>
+<body>
+<h1>Your devices</h1>
+{{template "flash" .Flash}}
+<p>Where <b>{{.User}}</b> is logged in, most recently used first. Sign out any device you do not recognise.</p>
+<table id="sessions">
+<tr><th>Browser</th><th>Address</th><th>Last used</th><th>Expires</th><th></th></tr>
+{{- range .Sessions}}
+<tr class="session">
+<td class="agent">{{or .Device.UserAgent "(unknown browser)"}}{{if .Current}} <b class="current">(this device)</b>{{end}}</td>
+<td class="addr">{{.Device.Addr}}</td>
+<td>{{when .LastAccess}}</td>
+<td>{{if .Expires.IsZero}}never{{else}}{{when .Expires}}{{end}}</td>
+<td>{{if not .Current}}<form method="post" action="/devices/{{.ID}}/signout"><button id="signout-{{.ID}}">Sign out</button></form>{{end}}</td>
+</tr>
+{{- end}}
+</table>
+<form method="post" action="/devices/signout-others"><button id="signout-others">Sign out all other devices</button></form>
+<form method="post" action="/logout-everywhere"><button id="logout-everywhere">Log out everywhere, this device too</button></form>
+<p><a id="home" href="/">Back to the start page</a></p>
+</body></html>
+{{end}}
 `))
 
+// render executes the named template with data as the page.
+func (a *app) render(w http.ResponseWriter, r *http.Request, name string, data any) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := templates.ExecuteTemplate(w, name, data); err != nil {
+		a.log.ErrorContext(r.Context(), "render page", "page", name, "err", err)
+	}
+}
+
+// popFlash returns the message the previous request left for this page,
+// or "", and removes it from the session, so it is shown once. Popping
+// when there is no message writes nothing, so pages can always call it;
+// popping the last value of a session deletes the session.
+func popFlash(s *pgsession.Session) (string, error) {
+	var msg string
+	_, err := s.Pop(flashKey, &msg)
+	return msg, err
+}
+
+// user returns the name of the logged-in user, or "" for an anonymous
+// visitor.
+func user(s *pgsession.Session) (string, error) {
+	var name string
+	_, err := s.Get(userKey, &name)
+	return name, err
+}
+
 // home shows who is logged in and counts their visits. It writes to the
-// session only for a logged-in user: an anonymous visitor has no session,
-// and giving every visitor one would store a row per visitor (a crawler, a
-// flood of requests) until the janitor removes it.
+// session only for a logged-in user, or to remove a message it shows: an
+// anonymous visitor has no session, and giving every visitor one would
+// store a row per visitor (a crawler, a flood of requests) until the
+// janitor removes it.
 func (a *app) home(w http.ResponseWriter, r *http.Request) {
 	s := pgsession.FromContext(r.Context())
 	var data struct {
-		Visits   int
-		User     string
-		Sessions []pgsession.SessionInfo
+		Flash  string
+		User   string
+		Visits int
 	}
-	if _, err := s.Get(userKey, &data.User); err != nil {
+	var err1, err2 error
+	data.Flash, err1 = popFlash(s)
+	data.User, err2 = user(s)
+	if err := errors.Join(err1, err2); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -148,30 +253,38 @@ func (a *app) home(w http.ResponseWriter, r *http.Request) {
 			a.fail(w, r, err)
 			return
 		}
-		var err error
-		if data.Sessions, err = a.m.ListByPrincipal(r.Context(), data.User); err != nil {
-			a.fail(w, r, err)
-			return
-		}
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := homePage.Execute(w, data); err != nil {
-		a.log.ErrorContext(r.Context(), "render home page", "err", err)
-	}
+	a.render(w, r, "home", data)
 }
 
-// login stores the user and rotates the session key, so a key planted
-// before the login (session fixation) is worth nothing after it. This is
-// where a session is created: the first write to the store for a visitor.
-// A real application checks a password first; this example trusts the name.
+// login starts a new session for the user: it drops whatever the session
+// held before (another user's data, a message), gives it the lifetime the
+// "Remember me" box asks for, and rotates the session key, so a key
+// planted before the login (session fixation) is worth nothing after it.
+// This is where a session is created: the first write to the store for a
+// visitor. A real application checks a password first; this example
+// trusts the name.
 func (a *app) login(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimSpace(r.PostFormValue("name"))
 	if name == "" || len(name) > 64 {
 		http.Error(w, "a name of 1 to 64 characters is required", http.StatusBadRequest)
 		return
 	}
+	// Unticked: Config's timeouts and a browser-session cookie. The zero
+	// Lifetime is not the same as not calling SetLifetime: it replaces a
+	// "Remember me" lifetime the session may have had before.
+	var lifetime pgsession.Lifetime
+	if r.PostFormValue("remember") == "on" {
+		lifetime = rememberMe
+	}
 	s := pgsession.FromContext(r.Context())
-	if err := errors.Join(s.Set(userKey, name), pgsession.RotateKey(r.Context())); err != nil {
+	if err := errors.Join(
+		s.Clear(),
+		s.Set(userKey, name),
+		s.Set(flashKey, "Welcome, "+name),
+		pgsession.SetLifetime(r.Context(), lifetime),
+		pgsession.RotateKey(r.Context()),
+	); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -180,47 +293,160 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// logout clears the session and rotates the key: the stored session is
-// deleted and the response expires the cookie.
+// logout ends the user's session. An anonymous visitor is sent to the
+// start page without any change, so logging out twice stores nothing.
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 	s := pgsession.FromContext(r.Context())
-	if err := errors.Join(s.Clear(), pgsession.RotateKey(r.Context())); err != nil {
-		a.fail(w, r, err)
+	if !s.Has(userKey) {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
 	}
-	http.Redirect(w, r, "/logged-out", http.StatusSeeOther)
+	a.signOut(w, r, "You are signed out.")
 }
 
-// logoutEverywhere deletes every session of the logged-in user, this one
-// included.
+// logoutEverywhere ends every session of the logged-in user: the others
+// first, then this one.
 func (a *app) logoutEverywhere(w http.ResponseWriter, r *http.Request) {
-	s := pgsession.FromContext(r.Context())
-	var user string
-	if ok, err := s.Get(userKey, &user); err != nil || !ok {
-		http.Error(w, "not logged in", http.StatusUnauthorized)
+	name, ok := a.requireUser(w, r)
+	if !ok {
 		return
 	}
-	n, err := a.m.DeleteByPrincipal(r.Context(), user)
+	n, err := a.m.DeleteOtherSessions(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	a.log.InfoContext(r.Context(), "logged out everywhere", "user", user, "sessions", n)
-	if err := s.Clear(); err != nil { // and expire this browser's cookie
+	a.log.InfoContext(r.Context(), "logged out everywhere", "user", name, "other_sessions", n)
+	a.signOut(w, r, "You are signed out here and on "+otherDevices(n)+".")
+}
+
+// signOut ends the request's session and redirects to the start page,
+// which shows msg once.
+//
+// The session is cleared, which drops the user, and its key is rotated,
+// so the old key is dead even if a copy of the cookie survives somewhere.
+// The message is then the only value of the session: a small anonymous
+// session with a short lifetime and a browser-session cookie (flashOnly
+// replaces a "Remember me" lifetime). The start page pops the message,
+// which leaves the session empty, and an empty session is deleted with its
+// cookie. So the logout stores one short-lived row without a user, for
+// one redirect; an application that wants none at all can redirect to a
+// fixed "signed out" page instead, at the price of showing it on every
+// visit to that address.
+func (a *app) signOut(w http.ResponseWriter, r *http.Request, msg string) {
+	s := pgsession.FromContext(r.Context())
+	if err := errors.Join(
+		s.Clear(),
+		s.Set(flashKey, msg),
+		pgsession.SetLifetime(r.Context(), flashOnly),
+		pgsession.RotateKey(r.Context()),
+	); err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/logged-out", http.StatusSeeOther)
+	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// loggedOut confirms a logout. It does not touch the session, so it
-// creates none: the browser is left with no session cookie at all.
-func (a *app) loggedOut(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprint(w, `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Logged out</title></head>
-<body><p id="user">You are logged out.</p><p><a id="home" href="/">Back to the start page</a></p></body></html>
-`)
+// devices lists the sessions of the logged-in user, marking this one, with
+// a button to sign out each of the others. An anonymous visitor is sent to
+// the start page.
+func (a *app) devices(w http.ResponseWriter, r *http.Request) {
+	s := pgsession.FromContext(r.Context())
+	var data struct {
+		Flash    string
+		User     string
+		Sessions []pgsession.SessionInfo
+	}
+	var err error
+	if data.User, err = user(s); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if data.User == "" {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	if data.Flash, err = popFlash(s); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if data.Sessions, err = a.m.ListByPrincipal(r.Context(), data.User); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.render(w, r, "devices", data)
+}
+
+// signOutDevice deletes the session named in the path, if it is one of
+// the logged-in user's: DeleteSession checks the owner, so an ID of
+// another user's session, guessed or seen, does nothing. The message is
+// the same whether the session did not exist or belonged to someone else,
+// so it tells nothing about other users' sessions.
+func (a *app) signOutDevice(w http.ResponseWriter, r *http.Request) {
+	name, ok := a.requireUser(w, r)
+	if !ok {
+		return
+	}
+	id, err := pgsession.ParseSessionID(r.PathValue("id"))
+	if err != nil {
+		http.Error(w, "not a session ID", http.StatusBadRequest)
+		return
+	}
+	deleted, err := a.m.DeleteSession(r.Context(), name, id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	msg := "That device was already signed out."
+	if deleted {
+		msg = "Signed out 1 device."
+	}
+	a.flashAndShowDevices(w, r, msg)
+}
+
+// signOutOthers deletes every session of the logged-in user but this one.
+func (a *app) signOutOthers(w http.ResponseWriter, r *http.Request) {
+	if _, ok := a.requireUser(w, r); !ok {
+		return
+	}
+	n, err := a.m.DeleteOtherSessions(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.flashAndShowDevices(w, r, "Signed out "+otherDevices(n)+".")
+}
+
+// flashAndShowDevices stores msg for the devices page and redirects there.
+func (a *app) flashAndShowDevices(w http.ResponseWriter, r *http.Request, msg string) {
+	if err := pgsession.FromContext(r.Context()).Set(flashKey, msg); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/devices", http.StatusSeeOther)
+}
+
+// requireUser returns the logged-in user's name, or answers 401 and
+// reports false.
+func (a *app) requireUser(w http.ResponseWriter, r *http.Request) (string, bool) {
+	name, err := user(pgsession.FromContext(r.Context()))
+	switch {
+	case err != nil:
+		a.fail(w, r, err)
+		return "", false
+	case name == "":
+		http.Error(w, "not logged in", http.StatusUnauthorized)
+		return "", false
+	}
+	return name, true
+}
+
+// otherDevices returns "1 other device" or "n other devices".
+func otherDevices(n int) string {
+	if n == 1 {
+		return "1 other device"
+	}
+	return strconv.Itoa(n) + " other devices"
 }
 
 // events streams a few server-sent events that read the session. The

@@ -131,12 +131,14 @@ func serve(t *testing.T, b pgsession.Backend, useTLS, insecureCookie bool) *fixt
 	return f
 }
 
-// client is one browser: its own cookie jar, following redirects.
+// client is one browser: its own cookie jar, following redirects. If
+// agent is set, it is the User-Agent of its requests.
 type client struct {
-	t   *testing.T
-	f   *fixture
-	c   *http.Client
-	url *url.URL
+	t     *testing.T
+	f     *fixture
+	c     *http.Client
+	url   *url.URL
+	agent string
 }
 
 func (f *fixture) client(t *testing.T) *client {
@@ -157,6 +159,9 @@ func (c *client) do(method, path string, form url.Values, hdr http.Header) (*htt
 	req, err := http.NewRequestWithContext(c.t.Context(), method, c.f.srv.URL+path, body)
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	if c.agent != "" {
+		req.Header.Set("User-Agent", c.agent)
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
@@ -231,6 +236,13 @@ func visits(n string) string { return "Visits in this session: " + n + "<" }
 
 const anonymous = `<p id="user">Not logged in</p>`
 
+// flash returns the markup of the flash message msg.
+func flash(msg string) string { return `<p id="flash" role="status">` + msg + `</p>` }
+
+// noFlash is the start of the flash message's markup, which a page
+// without one does not hold.
+const noFlash = `id="flash"`
+
 // The whole flow: an anonymous visit that stores nothing, login with a
 // new session, counted visits, a second login with a new key, logout.
 func TestExampleFlow(t *testing.T) {
@@ -246,10 +258,7 @@ func TestExampleFlow(t *testing.T) {
 
 		// Login creates the session; the page it leads to counts a visit.
 		body = c.post("/login", url.Values{"name": {"ada"}})
-		wantContains(t, "after login", body, "Logged in as <b>ada</b>", visits("1"))
-		if n := strings.Count(body, "<li>started"); n != 1 {
-			t.Errorf("lists %d sessions of ada, want 1", n)
-		}
+		wantContains(t, "after login", body, "Logged in as <b>ada</b>", visits("1"), flash("Welcome, ada"))
 		if st := f.m.Stats(); st.Inserts != 1 {
 			t.Errorf("login stored %d sessions, want 1", st.Inserts)
 		}
@@ -259,8 +268,9 @@ func TestExampleFlow(t *testing.T) {
 		if ck == nil {
 			t.Fatalf("a counted visit set no session cookie: %q", resp.Header["Set-Cookie"])
 		}
-		if !ck.HttpOnly || !ck.Secure || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.MaxAge <= 0 || ck.Name != f.m.CookieName() {
-			t.Errorf("session cookie %q: want %s, HttpOnly, Secure, SameSite=Lax, Path=/, Max-Age > 0", resp.Header["Set-Cookie"], f.m.CookieName())
+		// Without "Remember me", a browser-session cookie.
+		if !ck.HttpOnly || !ck.Secure || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.MaxAge != 0 || !ck.Expires.IsZero() || ck.Name != f.m.CookieName() {
+			t.Errorf("session cookie %q: want %s, HttpOnly, Secure, SameSite=Lax, Path=/, no Max-Age or Expires", resp.Header["Set-Cookie"], f.m.CookieName())
 		}
 
 		// A second login (another user on this browser) rotates the key:
@@ -278,9 +288,10 @@ func TestExampleFlow(t *testing.T) {
 		}
 		wantContains(t, "the cookie from before the login", f.replay(t, first), anonymous)
 
-		// Logout: the session is deleted and the cookie expired.
+		// Logout: the session is cleared down to the message, which the
+		// start page shows and thereby deletes, expiring the cookie.
 		before = f.m.Stats()
-		wantContains(t, "after logout", c.post("/logout", nil), "You are logged out.")
+		wantContains(t, "after logout", c.post("/logout", nil), flash("You are signed out."), anonymous)
 		if k := c.cookie(); k != nil {
 			t.Errorf("the browser still holds a session cookie after logout: %v", k)
 		}
@@ -300,7 +311,7 @@ var anonymousRequests = []struct {
 }{
 	{http.MethodGet, "/", nil},
 	{http.MethodGet, "/?utm_source=crawler", nil},
-	{http.MethodGet, "/logged-out", nil},
+	{http.MethodGet, "/devices", nil},
 	{http.MethodGet, "/events", nil},
 	{http.MethodGet, "/healthz", nil},
 	{http.MethodGet, "/debug/vars", nil},
@@ -309,6 +320,9 @@ var anonymousRequests = []struct {
 	{http.MethodPost, "/login", url.Values{"name": {""}}}, // refused: no name
 	{http.MethodPost, "/logout", url.Values{}},
 	{http.MethodPost, "/logout-everywhere", url.Values{}},
+	{http.MethodPost, "/devices/signout-others", url.Values{}},
+	{http.MethodPost, "/devices/" + strings.Repeat("ab", 16) + "/signout", url.Values{}},
+	{http.MethodPost, "/devices/not-an-id/signout", url.Values{}},
 }
 
 // Anonymous visitors store nothing: no row, no memory, no cookie, however
@@ -449,7 +463,7 @@ func TestExampleHealthzSetsNoCookie(t *testing.T) {
 			t.Errorf("anonymous healthz set cookies %q", sc)
 		}
 		// The same kind of request without the freeze does write.
-		resp, _ = c.do(http.MethodGet, "/logged-out", nil, nil)
+		resp, _ = c.do(http.MethodGet, "/devices", nil, nil)
 		if st := f.m.Stats(); st.Updates != before.Updates+1 || len(resp.Header["Set-Cookie"]) == 0 {
 			t.Errorf("an unfrozen read after the resolution: %d updates, Set-Cookie %q; want 1 update and a cookie",
 				st.Updates-before.Updates, resp.Header["Set-Cookie"])
@@ -465,7 +479,11 @@ func TestExampleRefusesCrossOriginPost(t *testing.T) {
 		victim := f.client(t)
 		victim.post("/login", url.Values{"name": {"ada"}})
 
-		for _, path := range []string{"/login", "/logout", "/logout-everywhere"} {
+		id := strings.Repeat("ab", 16)
+		if list, err := f.m.ListByPrincipal(t.Context(), "ada"); err == nil && len(list) == 1 {
+			id = list[0].ID.String() // the victim's own session
+		}
+		for _, path := range []string{"/login", "/logout", "/logout-everywhere", "/devices/signout-others", "/devices/" + id + "/signout"} {
 			for _, hdr := range []http.Header{
 				{"Sec-Fetch-Site": {"cross-site"}},
 				{"Sec-Fetch-Site": {"same-site"}}, // a sibling subdomain is another origin
@@ -493,11 +511,12 @@ func TestExampleLogoutEverywhere(t *testing.T) {
 		f := serve(t, b, true, false)
 		phone, laptop := f.client(t), f.client(t)
 		phone.post("/login", url.Values{"name": {"ada"}})
-		body := laptop.post("/login", url.Values{"name": {"ada"}})
-		if n := strings.Count(body, "<li>started"); n != 2 {
+		laptop.post("/login", url.Values{"name": {"ada"}})
+		if n := strings.Count(laptop.page("/devices"), `<tr class="session">`); n != 2 {
 			t.Fatalf("lists %d sessions, want 2", n)
 		}
-		wantContains(t, "after logging out everywhere", laptop.post("/logout-everywhere", nil), "You are logged out.")
+		wantContains(t, "after logging out everywhere", laptop.post("/logout-everywhere", nil),
+			flash("You are signed out here and on 1 other device."), anonymous)
 		for _, c := range []*client{phone, laptop} {
 			wantContains(t, "afterwards", c.page("/"), anonymous)
 		}

@@ -111,8 +111,8 @@ func (b *browser) open(u string) {
 	}
 }
 
-// submit clicks the button with the given id, waits for the page the form
-// leads to, and fails unless it answers 200 at path.
+// submit clicks the button (or link) with the given id, waits for the page
+// it leads to, and fails unless that answers 200 at path.
 func (b *browser) submit(button, path string) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
@@ -130,6 +130,12 @@ func (b *browser) submit(button, path string) {
 func (b *browser) text(id string) string {
 	b.t.Helper()
 	return value(b, "text of #"+id, chromedp.Text(chromedp.ID(id)))
+}
+
+// has reports whether the page has an element with the given id.
+func (b *browser) has(id string) bool {
+	b.t.Helper()
+	return value(b, "look for #"+id, chromedp.Evaluate[bool](`document.getElementById(`+strconv.Quote(id)+`) !== null`))
 }
 
 // sessionCookie returns the session cookie as the browser stores it (all
@@ -154,17 +160,22 @@ func (b *browser) sessionCookie() *network.Cookie {
 	return found
 }
 
-// login types name into the start page's form and submits it.
-func (b *browser) login(name string) {
+// login types name into the start page's form, ticks "Remember me" if
+// remember is set, and submits the form.
+func (b *browser) login(name string, remember bool) {
 	b.t.Helper()
 	b.do("type the name", chromedp.SendKeys(chromedp.ID("name"), name))
+	if remember {
+		b.do("tick remember me", chromedp.Click(chromedp.ID("remember")))
+	}
 	b.submit("login", "/")
 }
 
 // TestBrowser drives the example in headless Chromium the way `go run
 // ./examples/basic` serves it: plain HTTP on 127.0.0.1, Secure cookie. It
-// visits anonymously, logs in through the form, reloads, streams events,
-// logs out, and checks what the browser itself stored.
+// visits anonymously, logs in through the form with "Remember me", sees
+// the welcome message once, opens the devices page, streams events, logs
+// out, and checks what the browser itself stored.
 func TestBrowser(t *testing.T) {
 	b := startBrowser(t)
 	f := serve(t, pgsession.NewMemoryBackend(), false, false)
@@ -185,30 +196,47 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("anonymous visits reached the session store: %+v", st)
 	}
 
-	// Log in through the form. Chromium keeps a Secure cookie over
-	// http:// on a loopback address.
-	b.login("ada")
-	if v, u := b.text("visits"), b.text("user"); v != "Visits in this session: 1" || u != "Logged in as ada" {
-		t.Errorf("after login: %q, %q", v, u)
+	// Log in through the form, remembered. Chromium keeps a Secure cookie
+	// over http:// on a loopback address.
+	b.login("ada", true)
+	if v, u, m := b.text("visits"), b.text("user"), b.text("flash"); v != "Visits in this session: 1" || u != "Logged in as ada" || m != "Welcome, ada" {
+		t.Errorf("after login: %q, %q, message %q", v, u, m)
 	}
 	loggedIn := b.sessionCookie()
 	if loggedIn == nil {
 		t.Fatal("the browser stored no session cookie from http://127.0.0.1")
 	}
-	if !loggedIn.HTTPOnly || !loggedIn.Secure || loggedIn.SameSite != network.CookieSameSiteLax || loggedIn.Path != "/" || loggedIn.Domain != "127.0.0.1" || loggedIn.Session {
-		t.Errorf("stored cookie %+v: want HttpOnly, Secure, SameSite=Lax, Path=/, host 127.0.0.1, persistent", loggedIn)
+	if loggedIn.Name != "__Host-"+pgsession.DefaultCookieName || !loggedIn.HTTPOnly || !loggedIn.Secure || loggedIn.SameSite != network.CookieSameSiteLax ||
+		loggedIn.Path != "/" || loggedIn.Domain != "127.0.0.1" || loggedIn.Session {
+		t.Errorf("stored cookie %+v: want __Host-%s, HttpOnly, Secure, SameSite=Lax, Path=/, host 127.0.0.1, persistent", loggedIn, pgsession.DefaultCookieName)
 	}
-	if exp := time.Unix(int64(loggedIn.Expires), 0); exp.Before(time.Now().Add(pgsession.DefaultIdleTimeout - time.Hour)) {
-		t.Errorf("cookie expires at %v, want about %v from now", exp, pgsession.DefaultIdleTimeout)
+	// "Remember me": the cookie outlives the browser, for 30 days.
+	const month = 30 * 24 * time.Hour
+	if exp := time.Unix(int64(loggedIn.Expires), 0); exp.Before(time.Now().Add(month-time.Hour)) || exp.After(time.Now().Add(month+time.Minute)) {
+		t.Errorf("cookie expires at %v, want about %v from now", exp, month)
 	}
 	if st := f.m.Stats(); st.Inserts != 1 {
 		t.Errorf("login stored %d sessions, want 1", st.Inserts)
 	}
 
+	// The message is shown once.
 	b.do("reload", chromedp.Reload())
 	if v, u := b.text("visits"), b.text("user"); v != "Visits in this session: 2" || u != "Logged in as ada" {
 		t.Errorf("after reload: %q, %q", v, u)
 	}
+	if b.has("flash") {
+		t.Errorf("after reload, the welcome message is shown again: %q", b.text("flash"))
+	}
+
+	// The devices page lists this browser as the current session.
+	b.submit("devices", "/devices")
+	if list := b.text("sessions"); !strings.Contains(list, "(this device)") || !strings.Contains(list, "Chrome") || !strings.Contains(list, "127.0.0.1") {
+		t.Errorf("the devices page lists %q, want this Chrome at 127.0.0.1 as (this device)", list)
+	}
+	if n := value(b, "count the sessions", chromedp.Evaluate[int](`document.querySelectorAll("tr.session").length`)); n != 1 {
+		t.Errorf("the devices page lists %d sessions, want 1", n)
+	}
+	b.submit("home", "/")
 
 	// Server-sent events through EventSource, with the session cookie.
 	b.do("start the stream", chromedp.Click(chromedp.ID("stream")))
@@ -217,19 +245,19 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("events on the page: %q", ev)
 	}
 
-	// Log out: the browser drops the cookie.
-	b.submit("logout", "/logged-out")
-	if u := b.text("user"); u != "You are logged out." {
-		t.Errorf("after logout: %q", u)
+	// Log out: the start page shows the message, and showing it deleted
+	// the small session that carried it, so the browser drops the cookie.
+	b.submit("logout", "/")
+	if u, m := b.text("user"), b.text("flash"); u != "Not logged in" || m != "You are signed out." {
+		t.Errorf("after logout: %q, message %q", u, m)
 	}
 	if c := b.sessionCookie(); c != nil {
 		t.Errorf("the browser still stores a session cookie after logout: %+v", c)
 	}
 	wantContains(t, "the cookie from before the logout", f.replay(t, &http.Cookie{Name: loggedIn.Name, Value: loggedIn.Value}), anonymous)
-
-	b.do("back to the start page", chromedp.Click(chromedp.ID("home")), chromedp.WaitVisible(chromedp.ID("name")))
-	if u := b.text("user"); u != "Not logged in" {
-		t.Errorf("start page after logout: %q", u)
+	b.do("reload after logout", chromedp.Reload())
+	if b.has("flash") || b.text("user") != "Not logged in" {
+		t.Errorf("after logout and a reload: %q, message shown: %v", b.text("user"), b.has("flash"))
 	}
 	if c := b.sessionCookie(); c != nil {
 		t.Errorf("the start page after logout stored a session cookie: %+v", c)
@@ -248,7 +276,7 @@ func TestBrowserSecureCookieNeedsLoopbackOrHTTPS(t *testing.T) {
 		u, _ := url.Parse(f.srv.URL)
 		u.Host = host + ":" + u.Port()
 		b.open(u.String())
-		b.login("ada")
+		b.login("ada", false)
 		who, c := b.text("user"), b.sessionCookie()
 		switch {
 		case !insecure && (who != "Not logged in" || c != nil):

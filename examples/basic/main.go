@@ -1,9 +1,13 @@
 // Command basic is a small web app on pgsession: login and logout with key
-// rotation, a visit counter for logged-in users, "log out all my devices",
-// server-sent events that read the session while the response streams, a
-// health check that freezes the session, and the session statistics at
-// /debug/vars. Anonymous visitors get no session: only a login stores one,
-// and a janitor (RunCleanup) removes expired sessions every 15 minutes.
+// rotation and a "Remember me" box (a 30-day persistent session, else a
+// browser-session cookie), flash messages shown once, a visit counter for
+// logged-in users, a "Your devices" page that lists the user's sessions
+// and signs out one, all other or all devices, server-sent events that
+// read the session while the response streams, a health check that
+// freezes the session, and the session statistics at /debug/vars.
+// Anonymous visitors get no session: only a login stores one (and a
+// logout, for its message, until the next page shows it), and a janitor
+// (RunCleanup) removes expired sessions every 15 minutes.
 //
 //	go -C examples run ./basic                                   # memory backend
 //	DATABASE_URL='postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' go -C examples run ./basic
