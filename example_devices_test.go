@@ -1,6 +1,7 @@
 package pgsession_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -107,4 +108,64 @@ func ExampleManager_ListByPrincipal() {
 	// phone current=false
 	// signed out 1
 	// laptop current=true
+}
+
+// exampleLogin stores a session of user through Manager.Load and Save (as a
+// job or a login outside HTTP would) and returns a context carrying it, as
+// the next request of that client would see it.
+func exampleLogin(m *pgsession.Manager, user string) context.Context {
+	ctx, _ := m.Load(context.Background(), "")
+	_ = pgsession.FromContext(ctx).Set("user", user)
+	token, _ := m.Save(ctx)
+	ctx, _ = m.Load(context.Background(), token)
+	return ctx
+}
+
+// Sign out every other device of the request's user, keeping the request's
+// own session ("sign out all other devices").
+func ExampleManager_DeleteOtherSessions() {
+	m, _ := pgsession.New(pgsession.Config{Backend: pgsession.NewMemoryBackend(), HashKeys: [][]byte{exampleKey}, PrincipalKey: "user"})
+	exampleLogin(m, "ada") // the phone
+	exampleLogin(m, "ada") // the tablet
+	laptop := exampleLogin(m, "ada")
+	n, err := m.DeleteOtherSessions(laptop)
+	fmt.Println("signed out", n, err)
+	list, _ := m.ListByPrincipal(laptop, "ada")
+	fmt.Println(len(list), "left, current:", list[0].Current)
+	// Output:
+	// signed out 2 <nil>
+	// 1 left, current: true
+}
+
+// Sign out one device, by the ID a device list showed. Only the owner's ID
+// works: another user's is ignored.
+func ExampleManager_DeleteSession() {
+	m, _ := pgsession.New(pgsession.Config{Backend: pgsession.NewMemoryBackend(), HashKeys: [][]byte{exampleKey}, PrincipalKey: "user"})
+	exampleLogin(m, "ada")
+	list, _ := m.ListByPrincipal(context.Background(), "ada")
+	id := list[0].ID.String() // as a form would post it back
+
+	parsed, err := pgsession.ParseSessionID(id)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ok, _ := m.DeleteSession(context.Background(), "mallory", parsed)
+	fmt.Println("mallory:", ok)
+	ok, _ = m.DeleteSession(context.Background(), "ada", parsed)
+	fmt.Println("ada:", ok)
+	// Output:
+	// mallory: false
+	// ada: true
+}
+
+// List what a session holds, and test for a key without decoding it.
+func ExampleSession_Keys() {
+	m, _ := pgsession.New(pgsession.Config{Backend: pgsession.NewMemoryBackend(), HashKeys: [][]byte{exampleKey}})
+	ctx, _ := m.Load(context.Background(), "")
+	s := pgsession.FromContext(ctx)
+	_ = s.Set("user", "ada")
+	_ = s.Set("cart", []string{"tea"})
+	fmt.Println(s.Keys(), s.Has("cart"), s.Has("theme"))
+	// Output: [cart user] true false
 }
