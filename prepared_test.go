@@ -133,3 +133,34 @@ func TestPreparedStatementsErrorsAreExplained(t *testing.T) {
 		t.Errorf("Load from a missing table = %v, want ErrNoTable with the advice", err)
 	}
 }
+
+// The Go side of one Load, per statement mode (instructions per call are
+// counted with valgrind --tool=callgrind on this loop; see the README):
+//
+//	go test -run '^$' -bench BenchmarkBackendLoad -benchmem
+func BenchmarkBackendLoad(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		opts []pgsession.PostgresOption
+	}{
+		{"literal", nil},
+		{"prepared", []pgsession.PostgresOption{pgsession.WithPreparedStatements()}},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			backend, _ := pgtest.NewBackend(b, "postgres", mode.opts...)
+			id := randomID()
+			now := time.Now()
+			ctx := context.Background()
+			if err := backend.Apply(ctx, pgsession.Action{Op: pgsession.OpInsert, New: id, Created: now, Accessed: now,
+				Patch: pgsession.Patch{Set: map[string]json.RawMessage{"n": json.RawMessage("1")}}}); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := backend.Load(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

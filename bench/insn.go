@@ -19,7 +19,8 @@ type insnResult struct {
 }
 
 // insnBenchmarks are the loops of insn_test.go that -insn counts.
-var insnBenchmarks = []string{"BenchmarkReadPgsessionMemory", "BenchmarkReadPgsessionFixed", "BenchmarkReadFloorFixed", "BenchmarkReadFloorStrictFixed"}
+var insnBenchmarks = []string{"BenchmarkReadPgsessionMemory", "BenchmarkReadPgsessionFixed", "BenchmarkReadFloorFixed", "BenchmarkReadFloorStrictFixed",
+	"BenchmarkAnonPgsession", "BenchmarkAnonHello"}
 
 // instructions counts the instructions per request of each read loop of
 // insn_test.go under valgrind --tool=callgrind: it runs each loop for two

@@ -95,3 +95,26 @@ func BenchmarkReadFloorStrictFixed(b *testing.B) {
 	h, cookie := floorRead(true, `{"n": 1}`)
 	benchRead(b, h, cookie, `{"n": 1}`)
 }
+
+// benchAnon serves /anon without a cookie through h for b.N requests.
+func benchAnon(b *testing.B, h http.Handler) {
+	req := httptest.NewRequest(http.MethodGet, "/anon", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d", rec.Code)
+		}
+	}
+}
+
+func BenchmarkAnonPgsession(b *testing.B) {
+	h, _ := pgsessionRead(b, pgsession.NewMemoryBackend())
+	benchAnon(b, h)
+}
+
+func BenchmarkAnonHello(b *testing.B) {
+	im, _ := newHello(context.Background(), env{})
+	benchAnon(b, im.handler)
+}
