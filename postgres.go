@@ -203,12 +203,14 @@ func (b *PostgresBackend) exec(ctx context.Context, query string, args ...any) (
 // scan it returns the rows the statement affected; otherwise it hands the
 // result rows to scan and returns 0.
 //
-// It never prepares a named statement, so that no server connection state
-// is assumed between two calls (a transaction pooler such as PgBouncer
-// hands each statement to any server connection). With lib/pq (inline) the
-// arguments are rendered into the text as literals, which lib/pq sends in
-// one Query message: one round trip, and nothing for a pooler to split.
-// Other drivers get the arguments as parameters.
+// It never uses the driver's prepared statements, so that no server
+// connection state is assumed between two calls (a transaction pooler such
+// as PgBouncer hands each statement to any server connection). With lib/pq
+// (inline) the arguments are rendered into the text as literals, which
+// lib/pq sends in one Query message: one round trip, and nothing for a
+// pooler to split; with WithPreparedStatements that text is an EXECUTE of
+// a statement named by its own hash (see prepared.go). Other drivers get
+// the arguments as parameters.
 //
 // The whole call is bounded by the query timeout. If ctx ends before the
 // statement has returned, the outcome is unknown and run returns an error
