@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -55,8 +56,10 @@ type PostgresBackend struct {
 	base    string // unquoted table name without schema, for index names
 	schema  string // unquoted schema, or "" for the search path
 	timeout time.Duration
-	err     error // a bad option, reported by every call
-	inline  bool  // the driver is lib/pq: values go into the text, see run
+	err     error    // a bad option, reported by every call
+	inline  bool     // the driver is lib/pq: values go into the text, see run
+	prepare bool     // WithPreparedStatements: run statements with EXECUTE
+	stmts   sync.Map // query template -> *preparedStatement, see prepared.go
 }
 
 // PostgresOption configures a PostgresBackend.
@@ -75,6 +78,31 @@ func WithTable(name string) PostgresOption {
 // DefaultQueryTimeout; negative means no bound beyond the request's context.
 func WithQueryTimeout(d time.Duration) PostgresOption {
 	return func(b *PostgresBackend) { b.timeout = orDefault(d, DefaultQueryTimeout) }
+}
+
+// WithPreparedStatements runs each statement of the backend as a named,
+// server-side prepared statement, so PostgreSQL parses and plans it once per
+// server connection instead of on every call: on a direct connection, reads
+// are markedly faster (see the README's Performance section). It takes
+// effect with lib/pq; other drivers are unaffected (pgx prepares and caches
+// statements itself in its default mode).
+//
+// The statements are prepared with SQL PREPARE and run with EXECUTE, values
+// still inlined as literals: each call is still one Query message, one
+// round trip. A statement's name is a hash of its text (table included), so
+// a name can only ever stand for that very statement, on any server
+// connection: the option stays correct behind a transaction pooler
+// (PgBouncer pool_mode=transaction), where a server connection that lacks
+// the statement answers "does not exist" and the backend prepares it in the
+// same message as the EXECUTE (one implicit transaction, so one server
+// connection). Unlike a driver's protocol-level prepared statements (lib/pq
+// names them by a per-connection counter), no name can resolve to another
+// statement.
+//
+// Each server connection holds the backend's prepared statements (a dozen
+// plans) until it closes.
+func WithPreparedStatements() PostgresOption {
+	return func(b *PostgresBackend) { b.prepare = true }
 }
 
 // NewPostgresBackend returns a backend that stores sessions in db. Call
@@ -184,8 +212,9 @@ func (b *PostgresBackend) withTimeout(ctx context.Context) (context.Context, con
 	return ctx, func() {}
 }
 
-// Close releases nothing and returns nil: the backend prepares no
-// statements and holds no connection of its own. It does not close the
+// Close releases nothing and returns nil: the backend holds no connection
+// of its own (prepared statements, see WithPreparedStatements, belong to
+// the server connections and end with them). It does not close the
 // database. It exists so that callers may treat the backend as an io.Closer.
 func (b *PostgresBackend) Close() error { return nil }
 
@@ -199,12 +228,14 @@ func (b *PostgresBackend) exec(ctx context.Context, query string, args ...any) (
 // scan it returns the rows the statement affected; otherwise it hands the
 // result rows to scan and returns 0.
 //
-// It never prepares a named statement, so that no server connection state
-// is assumed between two calls (a transaction pooler such as PgBouncer
-// hands each statement to any server connection). With lib/pq (inline) the
-// arguments are rendered into the text as literals, which lib/pq sends in
-// one Query message: one round trip, and nothing for a pooler to split.
-// Other drivers get the arguments as parameters.
+// It never uses the driver's prepared statements, so that no server
+// connection state is assumed between two calls (a transaction pooler such
+// as PgBouncer hands each statement to any server connection). With lib/pq
+// (inline) the arguments are rendered into the text as literals, which
+// lib/pq sends in one Query message: one round trip, and nothing for a
+// pooler to split; with WithPreparedStatements that text is an EXECUTE of
+// a statement named by its own hash (see prepared.go). Other drivers get
+// the arguments as parameters.
 //
 // The whole call is bounded by the query timeout. If ctx ends before the
 // statement has returned, the outcome is unknown and run returns an error
@@ -218,7 +249,17 @@ func (b *PostgresBackend) run(ctx context.Context, query string, args []any, sca
 	if b.err != nil {
 		return 0, b.err
 	}
-	text, err := b.render(query, args)
+	var (
+		ps   *preparedStatement
+		text string
+		err  error
+	)
+	if b.prepare && b.inline {
+		ps = b.prepared(query)
+		text, err = b.execute(ps, args)
+	} else {
+		text, err = b.render(query, args)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -229,50 +270,66 @@ func (b *PostgresBackend) run(ctx context.Context, query string, args []any, sca
 	defer cancel()
 	// Like database/sql's own methods, retry on a connection found dead
 	// (driver.ErrBadConn): every statement of the backend is safe to repeat.
-	for attempt := 1; ; attempt++ {
+	// A prepared statement missing on the server connection is prepared in
+	// the same message as its EXECUTE; see prepared.go.
+	for attempt, misses := 1, 0; ; {
 		n, err := b.attempt(ctx, text, args, scan)
+		if ps != nil && err != nil && ctx.Err() == nil && misses < maxPrepareMisses {
+			if next, ok := ps.retry(text, err); ok {
+				text, misses = next, misses+1
+				continue
+			}
+		}
 		if !errors.Is(err, driver.ErrBadConn) || attempt == 3 || ctx.Err() != nil {
 			return n, b.explain(err)
 		}
+		attempt++
 	}
 }
 
-// attempt is one try of run, on one pool connection.
+// attempt is one try of run. It leaves the choice of a pool connection to
+// database/sql (a plain db.QueryContext: no *sql.Conn to take and release),
+// so the phase a deadline hit is told by the error: database/sql returns
+// the context's own error, unwrapped, when it ended before a connection was
+// handed to the driver; once the statement is sent, lib/pq cancels it on
+// the server and reports that (SQLSTATE 57014) or a later error.
 func (b *PostgresBackend) attempt(ctx context.Context, text string, args []any, scan func(*sql.Rows) error) (int64, error) {
 	start := time.Now()
-	conn, err := b.db.Conn(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return 0, fmt.Errorf("pgsession: no pool connection after waiting %v (raise db.SetMaxOpenConns or WithQueryTimeout, or check that the database is reachable): %w",
-				time.Since(start).Round(time.Millisecond), errors.Join(ctx.Err(), err))
-		}
-		return 0, fmt.Errorf("pgsession: get a pool connection: %w", err)
-	}
-	defer conn.Close()
-	waited := time.Since(start)
-	var n int64
+	var (
+		n    int64
+		err  error
+		sent = true // false when database/sql never reached the driver
+	)
 	if scan == nil {
 		var res sql.Result
-		if res, err = conn.ExecContext(ctx, text, args...); err == nil {
+		if res, err = b.db.ExecContext(ctx, text, args...); err == nil {
 			n, err = res.RowsAffected()
+		} else {
+			sent = err != ctx.Err() //nolint:errorlint // identity: the bare context error
 		}
 	} else {
 		var rows *sql.Rows
-		if rows, err = conn.QueryContext(ctx, text, args...); err == nil {
+		if rows, err = b.db.QueryContext(ctx, text, args...); err == nil {
 			err = scan(rows)
 			if cerr := rows.Close(); err == nil {
 				err = cerr
 			}
+		} else {
+			sent = err != ctx.Err() //nolint:errorlint // identity: the bare context error
 		}
 	}
-	if ctx.Err() != nil {
-		// lib/pq may report success for a statement it cancelled (one that
-		// committed locally and waited for a synchronous standby): the
-		// outcome is unknown, so it is never reported as done.
-		return 0, fmt.Errorf("pgsession: statement did not complete in time (pool connection after %v, statement ran %v), its outcome is unknown: %w",
-			waited.Round(time.Millisecond), (time.Since(start) - waited).Round(time.Millisecond), errors.Join(ctx.Err(), err))
+	if ctx.Err() == nil {
+		return n, err
 	}
-	return n, err
+	if !sent {
+		return 0, fmt.Errorf("pgsession: no pool connection after waiting %v, the statement was not sent (raise db.SetMaxOpenConns or WithQueryTimeout, or check that the database is reachable): %w",
+			time.Since(start).Round(time.Millisecond), errors.Join(ctx.Err(), err))
+	}
+	// lib/pq may report success for a statement it cancelled (one that
+	// committed locally and waited for a synchronous standby): the outcome
+	// is unknown, so it is never reported as done.
+	return 0, fmt.Errorf("pgsession: statement did not complete in time (%v from asking for a pool connection), its outcome is unknown: %w",
+		time.Since(start).Round(time.Millisecond), errors.Join(ctx.Err(), err))
 }
 
 // render returns query with {t} replaced by the table and, when b.inline,
@@ -282,32 +339,62 @@ func (b *PostgresBackend) attempt(ctx context.Context, text string, args []any, 
 func (b *PostgresBackend) render(query string, args []any) (string, error) {
 	var out strings.Builder
 	out.Grow(len(query) + len(b.table) + 80*len(args))
+	if err := b.expand(&out, query, args, b.inline); err != nil {
+		return "", err
+	}
+	return out.String(), nil
+}
+
+// expand writes query to out with {t} replaced by the table and, when
+// inline, each $n by args[n-1] as a literal.
+func (b *PostgresBackend) expand(out *strings.Builder, query string, args []any, inline bool) error {
 	for i := 0; i < len(query); {
 		switch {
 		case strings.HasPrefix(query[i:], "{t}"):
 			out.WriteString(b.table)
 			i += len("{t}")
-		case b.inline && query[i] == '$':
+		case inline && query[i] == '$':
 			j := i + 1
 			for j < len(query) && '0' <= query[j] && query[j] <= '9' {
 				j++
 			}
 			n, err := strconv.Atoi(query[i+1 : j])
 			if err != nil || n < 1 || n > len(args) {
-				return "", fmt.Errorf("pgsession: statement wants %s, has %d arguments", query[i:j], len(args))
+				return fmt.Errorf("pgsession: statement wants %s, has %d arguments", query[i:j], len(args))
 			}
-			lit, err := literal(args[n-1])
-			if err != nil {
-				return "", err
+			if err := writeLiteral(out, args[n-1]); err != nil {
+				return err
 			}
-			out.WriteString(lit)
 			i = j
 		default:
 			out.WriteByte(query[i])
 			i++
 		}
 	}
-	return out.String(), nil
+	return nil
+}
+
+// writeLiteral writes v to out as literal returns it, without the
+// intermediate string for the common bytea case.
+func writeLiteral(out *strings.Builder, v any) error {
+	if v, ok := v.([]byte); ok && v != nil {
+		out.WriteString(`E'\\x`)
+		var buf [64]byte
+		for len(v) > 0 {
+			k := min(len(v), len(buf)/2)
+			hex.Encode(buf[:], v[:k])
+			out.Write(buf[:2*k])
+			v = v[k:]
+		}
+		out.WriteString(`'::bytea`)
+		return nil
+	}
+	lit, err := literal(v)
+	if err != nil {
+		return err
+	}
+	out.WriteString(lit)
+	return nil
 }
 
 // literal returns v as a PostgreSQL literal that means v whatever

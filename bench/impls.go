@@ -7,61 +7,86 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/alexedwards/scs/postgresstore"
+	"github.com/alexedwards/scs/redisstore"
 	"github.com/alexedwards/scs/v2"
+	"github.com/gomodule/redigo/redis"
 	"github.com/jmoiron/sqlx"
 	"github.com/pgsession/pgsession"
 )
 
-// impl is one implementation of the benchmark app. Every implementation
-// serves the same routes:
+// impl is one implementation of the benchmark app, as its server process
+// builds it. Every implementation serves the same routes:
 //
 //	/read   reads the counter "n" and writes it out, changing nothing
 //	/write  increments "n" (creating the session if there is none)
 //	/anon   answers without touching the session
 //	/login  stores a user and rotates the session key
+//	/pad    stores a value of ?bytes= bytes under "pad" (the data-size sweep)
 type impl struct {
-	name       string
-	cookieName string // "" for hello, which keeps no session
-	handler    http.Handler
+	handler http.Handler
 	// sum returns the total of the stored counters and the number of
 	// sessions stored.
 	sum func(ctx context.Context) (total, rows int, err error)
+	// manager is pgsession's, for the cleanup measurement; nil otherwise.
+	manager *pgsession.Manager
+}
+
+// env is what an implementation is built on, in its server process.
+type env struct {
+	db     *sqlx.DB // the pool, direct or through PgBouncer; nil for Redis stores
+	table  string   // "schema.sessions": the implementation's own table
+	prefix string   // the Redis key prefix of the implementation
 }
 
 // counter is one request's view of a session, as each implementation
 // provides it.
 type counter interface {
-	N() (int, error)  // the stored counter, 0 if none
-	SetN(n int) error // store the counter (creating the session if needed)
-	Login() error     // store a user and rotate the session key
+	N() (int, error)       // the stored counter, 0 if none
+	SetN(n int) error      // store the counter (creating the session if needed)
+	Login() error          // store a user and rotate the session key
+	SetPad(size int) error // store a value of size bytes
 }
 
-// routes serves the four routes over the counter that open gives for each
+// rawReader is a counter whose /read answers the stored bytes untouched.
+type rawReader interface{ Raw() []byte }
+
+// routes serves the routes over the counter that open gives for each
 // request.
 func routes(open func(w http.ResponseWriter, r *http.Request) (counter, error)) http.Handler {
-	serve := func(f func(c counter) (any, error)) http.HandlerFunc {
+	serve := func(f func(c counter, r *http.Request) (any, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			c, err := open(w, r)
 			var out any
 			if err == nil {
-				out, err = f(c)
+				out, err = f(c, r)
 			}
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			if b, ok := out.([]byte); ok {
+				_, _ = w.Write(b)
 				return
 			}
 			fmt.Fprint(w, out)
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/read", serve(func(c counter) (any, error) { return c.N() }))
-	mux.Handle("/write", serve(func(c counter) (any, error) {
+	mux.Handle("/read", serve(func(c counter, _ *http.Request) (any, error) {
+		if rr, ok := c.(rawReader); ok {
+			return rr.Raw(), nil
+		}
+		return c.N()
+	}))
+	mux.Handle("/write", serve(func(c counter, _ *http.Request) (any, error) {
 		n, err := c.N()
 		if err == nil {
 			err = c.SetN(n + 1)
@@ -69,7 +94,15 @@ func routes(open func(w http.ResponseWriter, r *http.Request) (counter, error)) 
 		return n + 1, err
 	}))
 	mux.HandleFunc("/anon", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
-	mux.Handle("/login", serve(func(c counter) (any, error) { return "ok", c.Login() }))
+	mux.Handle("/login", serve(func(c counter, _ *http.Request) (any, error) { return "ok", c.Login() }))
+	mux.Handle("/pad", serve(func(c counter, r *http.Request) (any, error) {
+		size, err := strconv.Atoi(r.URL.Query().Get("bytes"))
+		if err == nil {
+			err = c.SetPad(size)
+		}
+		n, _ := c.N()
+		return n, err
+	}))
 	return mux
 }
 
@@ -84,21 +117,30 @@ func sumJSON(db *sqlx.DB, table string) func(context.Context) (int, int, error) 
 	}
 }
 
-// newPgsession is the library under test, with its default timeouts.
-func newPgsession(ctx context.Context, db *sqlx.DB) (*impl, error) {
-	b := pgsession.NewPostgresBackend(db) // table "sessions" on the pool's search_path
-	if err := b.Migrate(ctx); err != nil {
-		return nil, err
+// newPgsession is the library under test, with its default timeouts and
+// opts.
+func newPgsession(opts ...pgsession.PostgresOption) func(context.Context, env) (*impl, error) {
+	return func(ctx context.Context, e env) (*impl, error) {
+		b := pgsession.NewPostgresBackend(e.db, append([]pgsession.PostgresOption{pgsession.WithTable(e.table)}, opts...)...)
+		if err := b.Migrate(ctx); err != nil {
+			return nil, err
+		}
+		m, err := newManager(b)
+		if err != nil {
+			return nil, err
+		}
+		h := routes(func(_ http.ResponseWriter, r *http.Request) (counter, error) { return pgsCounter{r}, nil })
+		return &impl{handler: m.Middleware(h), sum: sumJSON(e.db, e.table), manager: m}, nil
 	}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	m, err := pgsession.New(pgsession.Config{Backend: b, HashKeys: [][]byte{key},
+}
+
+// benchKey signs every pgsession cookie of a run; the key need not be
+// secret on loopback.
+var benchKey = []byte("pgsession bench key, 32 bytes...")
+
+func newManager(b pgsession.Backend) (*pgsession.Manager, error) {
+	return pgsession.New(pgsession.Config{Backend: b, HashKeys: [][]byte{benchKey},
 		Cookie: pgsession.CookieConfig{Insecure: true}}) // plain HTTP on loopback
-	if err != nil {
-		return nil, err
-	}
-	h := routes(func(_ http.ResponseWriter, r *http.Request) (counter, error) { return pgsCounter{r}, nil })
-	return &impl{name: "pgsession", cookieName: m.CookieName(), handler: m.Middleware(h), sum: sumJSON(db, "sessions")}, nil
 }
 
 // pgsCounter is a request's pgsession session.
@@ -118,30 +160,93 @@ func (c pgsCounter) Login() error {
 	return pgsession.RotateKey(c.r.Context())
 }
 
+func (c pgsCounter) SetPad(size int) error {
+	return pgsession.FromContext(c.r.Context()).Set("pad", strings.Repeat("x", size))
+}
+
 // newSCS is alexedwards/scs v2 with its PostgreSQL store, set up for idle
 // expiry as its documentation recommends.
-func newSCS(ctx context.Context, db *sqlx.DB) (*impl, error) {
-	_, err := db.ExecContext(ctx, `CREATE TABLE sessions (token TEXT PRIMARY KEY, data BYTEA NOT NULL, expiry TIMESTAMPTZ NOT NULL);
-		CREATE INDEX sessions_expiry_idx ON sessions (expiry)`)
+func newSCS(ctx context.Context, e env) (*impl, error) {
+	_, err := e.db.ExecContext(ctx, `CREATE TABLE `+e.table+` (token TEXT PRIMARY KEY, data BYTEA NOT NULL, expiry TIMESTAMPTZ NOT NULL);
+		CREATE INDEX ON `+e.table+` (expiry)`)
 	if err != nil {
 		return nil, err
 	}
+	store := postgresstore.NewWithConfig(e.db.DB, postgresstore.Config{TableName: e.table, CleanUpInterval: 0})
+	return scsImpl(store, func(ctx context.Context) (map[string][]byte, error) {
+		rows, err := e.db.QueryContext(ctx, `SELECT token, data FROM `+e.table)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		all := map[string][]byte{}
+		for rows.Next() {
+			var token string
+			var b []byte
+			if err := rows.Scan(&token, &b); err != nil {
+				return nil, err
+			}
+			all[token] = b
+		}
+		return all, rows.Err()
+	}), nil
+}
+
+// newSCSRedis is alexedwards/scs v2 with its Redis store (redigo), keys
+// under a prefix of their own.
+func newSCSRedis(_ context.Context, e env) (*impl, error) {
+	pool := redisPool()
+	store := redisstore.NewWithPrefix(pool, e.prefix)
+	return scsImpl(store, func(context.Context) (map[string][]byte, error) { return store.All() }), nil
+}
+
+// redisAddr is the Redis server of the scs-redis implementation.
+var redisAddr = envOr("REDIS_ADDR", "127.0.0.1:6379")
+
+func redisPool() *redis.Pool {
+	return &redis.Pool{MaxIdle: 64, IdleTimeout: time.Minute,
+		Dial: func() (redis.Conn, error) { return redis.Dial("tcp", redisAddr) }}
+}
+
+// dropRedisPrefix deletes the keys under prefix.
+func dropRedisPrefix(prefix string) error {
+	conn, err := redis.Dial("tcp", redisAddr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for cursor := 0; ; {
+		vals, err := redis.Values(conn.Do("SCAN", cursor, "MATCH", prefix+"*", "COUNT", 1000))
+		if err != nil {
+			return err
+		}
+		cursor, _ = redis.Int(vals[0], nil)
+		keys, _ := redis.Strings(vals[1], nil)
+		if len(keys) > 0 {
+			if _, err := conn.Do("DEL", redis.Args{}.AddFlat(keys)...); err != nil {
+				return err
+			}
+		}
+		if cursor == 0 {
+			return nil
+		}
+	}
+}
+
+// scsImpl is the scs app on store, with all listing the stored sessions.
+func scsImpl(store scs.Store, all func(context.Context) (map[string][]byte, error)) *impl {
 	sm := scs.New()
-	sm.Store = postgresstore.NewWithCleanupInterval(db.DB, 0)
+	sm.Store = store
 	sm.IdleTimeout = 8 * time.Hour
 	sm.Lifetime = 30 * 24 * time.Hour
+	sm.Cookie.Name = "session"
 	h := routes(func(_ http.ResponseWriter, r *http.Request) (counter, error) { return scsCounter{sm, r}, nil })
 	sum := func(ctx context.Context) (total, count int, err error) {
-		rows, err := db.QueryContext(ctx, `SELECT data FROM sessions`)
+		sessions, err := all(ctx)
 		if err != nil {
 			return 0, 0, err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var b []byte
-			if err := rows.Scan(&b); err != nil {
-				return 0, 0, err
-			}
+		for _, b := range sessions {
 			_, values, err := (scs.GobCodec{}).Decode(b)
 			if err != nil {
 				return 0, 0, err
@@ -150,9 +255,9 @@ func newSCS(ctx context.Context, db *sqlx.DB) (*impl, error) {
 			total += n
 			count++
 		}
-		return total, count, rows.Err()
+		return total, count, nil
 	}
-	return &impl{name: "scs", cookieName: sm.Cookie.Name, handler: sm.LoadAndSave(h), sum: sum}, nil
+	return &impl{handler: sm.LoadAndSave(h), sum: sum}
 }
 
 // scsCounter is a request's scs session.
@@ -167,43 +272,82 @@ func (c scsCounter) Login() error {
 	c.sm.Put(c.r.Context(), "user", "bench")
 	return c.sm.RenewToken(c.r.Context())
 }
+func (c scsCounter) SetPad(size int) error {
+	c.sm.Put(c.r.Context(), "pad", strings.Repeat("x", size))
+	return nil
+}
 
 // newFloor is no library at all: the least a request can cost to use a
 // session stored in PostgreSQL. The cookie is the key in hex, unsigned. A
-// read is exactly one indexed SELECT through a prepared statement; a write
-// adds one UPDATE (or an INSERT for a new session); a login one DELETE+INSERT.
-func newFloor(ctx context.Context, db *sqlx.DB) (*impl, error) {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE sessions (key_hash bytea PRIMARY KEY, data jsonb NOT NULL,
+// read is exactly one indexed SELECT through a prepared statement, whose
+// JSON it decodes to answer the counter; a write adds one UPDATE (or an
+// INSERT for a new session); a login one DELETE+INSERT. With strict, /read
+// answers the stored bytes untouched (no JSON decode): the strict floor.
+//
+// Without prepared (behind a transaction pooler, where a driver's prepared
+// statements are unsafe), each statement is sent unprepared with its
+// parameters in the same message (lib/pq binary_parameters=yes, set on the
+// pool's DSN): one round trip.
+func newFloor(strict, prepared bool) func(context.Context, env) (*impl, error) {
+	return func(ctx context.Context, e env) (*impl, error) {
+		if _, err := e.db.ExecContext(ctx, `CREATE TABLE `+e.table+` (key_hash bytea PRIMARY KEY, data jsonb NOT NULL,
 		created_at timestamptz NOT NULL, accessed_at timestamptz NOT NULL)`); err != nil {
-		return nil, err
+			return nil, err
+		}
+		f := &floor{strict: strict}
+		for _, s := range []struct {
+			stmt *floorStmt
+			text string
+		}{
+			{&f.sel, `SELECT data FROM {t} WHERE key_hash = $1`},
+			{&f.ins, `INSERT INTO {t} VALUES ($1, $2, now(), now())`},
+			{&f.upd, `UPDATE {t} SET data = $2, accessed_at = now() WHERE key_hash = $1`},
+			{&f.rot, `WITH old AS (DELETE FROM {t} WHERE key_hash = $1 RETURNING data)
+		INSERT INTO {t} SELECT $2, old.data || $3::jsonb, now(), now() FROM old`},
+		} {
+			s.stmt.db, s.stmt.text = e.db, strings.ReplaceAll(s.text, "{t}", e.table)
+			if prepared {
+				var err error
+				if s.stmt.prep, err = e.db.PrepareContext(ctx, s.stmt.text); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return &impl{handler: routes(f.open), sum: sumJSON(e.db, e.table)}, nil
 	}
-	prep := func(q string) (*sql.Stmt, error) { return db.PrepareContext(ctx, q) }
-	sel, err := prep(`SELECT data FROM sessions WHERE key_hash = $1`)
-	if err != nil {
-		return nil, err
+}
+
+// floorStmt is one statement of the floor, prepared or not.
+type floorStmt struct {
+	db   *sqlx.DB
+	text string
+	prep *sql.Stmt // nil: unprepared
+}
+
+func (s *floorStmt) QueryRowContext(ctx context.Context, args ...any) *sql.Row {
+	if s.prep != nil {
+		return s.prep.QueryRowContext(ctx, args...)
 	}
-	ins, err := prep(`INSERT INTO sessions VALUES ($1, $2, now(), now())`)
-	if err != nil {
-		return nil, err
+	return s.db.QueryRowContext(ctx, s.text, args...)
+}
+
+func (s *floorStmt) ExecContext(ctx context.Context, args ...any) (sql.Result, error) {
+	if s.prep != nil {
+		return s.prep.ExecContext(ctx, args...)
 	}
-	upd, err := prep(`UPDATE sessions SET data = $2, accessed_at = now() WHERE key_hash = $1`)
-	if err != nil {
-		return nil, err
-	}
-	rot, err := prep(`WITH old AS (DELETE FROM sessions WHERE key_hash = $1 RETURNING data)
-		INSERT INTO sessions SELECT $2, old.data || $3::jsonb, now(), now() FROM old`)
-	if err != nil {
-		return nil, err
-	}
-	f := &floor{sel: sel, ins: ins, upd: upd, rot: rot}
-	h := routes(f.open)
-	return &impl{name: "floor", cookieName: floorCookie, handler: h, sum: sumJSON(db, "sessions")}, nil
+	return s.db.ExecContext(ctx, s.text, args...)
 }
 
 const floorCookie = "floor"
 
 // floor holds the hand-written implementation's prepared statements.
-type floor struct{ sel, ins, upd, rot *sql.Stmt }
+type floor struct {
+	sel, ins, upd, rot floorStmt
+	strict             bool
+	// load, when set, replaces the SELECT (the instruction counts of
+	// insn_test.go run the floor on a fixed row).
+	load func(ctx context.Context, id []byte) ([]byte, error)
+}
 
 // floorCounter is one request's session: the row loaded (nil for none).
 type floorCounter struct {
@@ -211,6 +355,7 @@ type floorCounter struct {
 	w    http.ResponseWriter
 	r    *http.Request
 	id   []byte
+	raw  []byte
 	data map[string]json.RawMessage
 }
 
@@ -226,8 +371,12 @@ func (f *floor) open(w http.ResponseWriter, r *http.Request) (counter, error) {
 		return c, nil
 	}
 	id := sha256.Sum256(key)
-	var raw []byte
-	switch err := f.sel.QueryRowContext(r.Context(), id[:]).Scan(&raw); err {
+	if f.load != nil {
+		c.raw, err = f.load(r.Context(), id[:])
+	} else {
+		err = f.sel.QueryRowContext(r.Context(), id[:]).Scan(&c.raw)
+	}
+	switch err {
 	case nil:
 	case sql.ErrNoRows:
 		return c, nil
@@ -235,8 +384,16 @@ func (f *floor) open(w http.ResponseWriter, r *http.Request) (counter, error) {
 		return nil, err
 	}
 	c.id = id[:]
-	return c, json.Unmarshal(raw, &c.data)
+	if f.strict && r.URL.Path == "/read" {
+		return strictCounter{c}, nil
+	}
+	return c, json.Unmarshal(c.raw, &c.data)
 }
+
+// strictCounter answers /read with the stored bytes untouched.
+type strictCounter struct{ *floorCounter }
+
+func (c strictCounter) Raw() []byte { return c.raw }
 
 func (c *floorCounter) N() (n int, err error) {
 	if c.id != nil {
@@ -254,6 +411,16 @@ func (c *floorCounter) SetN(n int) error {
 	} else {
 		_, err = c.f.ins.ExecContext(c.r.Context(), c.newKey(), fmt.Sprintf(`{"n":%d}`, n))
 	}
+	return err
+}
+
+func (c *floorCounter) SetPad(size int) error {
+	if c.id == nil {
+		return errors.New("no session")
+	}
+	c.data["pad"], _ = json.Marshal(strings.Repeat("x", size))
+	b, _ := json.Marshal(c.data)
+	_, err := c.f.upd.ExecContext(c.r.Context(), c.id, string(b))
 	return err
 }
 
@@ -278,7 +445,7 @@ func (c *floorCounter) newKey() []byte {
 
 // newHello is a bare net/http handler with no session: the ceiling of the
 // HTTP stack on this machine.
-func newHello(context.Context, *sqlx.DB) (*impl, error) {
+func newHello(context.Context, env) (*impl, error) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
-	return &impl{name: "hello", handler: h}, nil
+	return &impl{handler: h}, nil
 }

@@ -1,0 +1,166 @@
+package pgsession_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/internal/pgtest"
+	"github.com/pgsession/pgsession/pgsessiontest"
+)
+
+// The conformance suite passes with prepared statements on a direct
+// connection.
+func TestPreparedStatements(t *testing.T) {
+	pgsessiontest.TestBackend(t, func(t *testing.T) pgsession.Backend {
+		b, _ := pgtest.NewBackend(t, "postgres", pgsession.WithPreparedStatements())
+		return b
+	})
+}
+
+// The statements really are prepared: after a Load, the server connection
+// holds a pgsession_ statement, and the next Load runs it.
+func TestPreparedStatementsArePrepared(t *testing.T) {
+	direct := pgtest.Open(t, "postgres")
+	table := pgtest.Schema(t, direct) + ".sessions"
+	db, err := sqlx.Open("postgres", pgtest.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1) // one server connection, to look at its statements
+	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(table), pgsession.WithPreparedStatements())
+	if err := b.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := b.Load(context.Background(), randomID()); !errors.Is(err, pgsession.ErrNotFound) {
+			t.Fatalf("Load of a missing session = %v, want ErrNotFound", err)
+		}
+	}
+	var names []string
+	if err := db.Select(&names, `SELECT name FROM pg_prepared_statements WHERE name LIKE 'pgsession\_%'`); err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 1 {
+		t.Errorf("prepared on the connection: %q, want one pgsession_ statement", names)
+	}
+	var calls int
+	if err := db.Get(&calls, `SELECT COALESCE(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements WHERE name LIKE 'pgsession\_%'`); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 3 {
+		t.Errorf("the prepared statement ran %d times, want 3", calls)
+	}
+}
+
+// Through PgBouncer in transaction mode the option stays correct: the
+// conformance suite passes.
+func TestPreparedStatementsPgBouncer(t *testing.T) {
+	pgtest.Open(t, "postgres")
+	bouncer := pgtest.NewPgBouncer(t)
+	db := bouncer.Open(t, "postgres", "")
+	pgsessiontest.TestBackend(t, func(t *testing.T) pgsession.Backend {
+		b, _ := pgtest.NewBackendOn(t, db, pgsession.WithPreparedStatements())
+		return b
+	})
+}
+
+// The failure that prepared statements named by lib/pq's per-connection
+// counter cause behind a transaction pooler (a statement name resolving to
+// another statement of this library on the server connection the pooler
+// picked: a logout answering success with nothing deleted) cannot happen:
+// two backends (two tables, so every statement differs) share PgBouncer's
+// ten server connections with 24 clients inserting, loading and deleting;
+// every call must do exactly what it was asked.
+func TestPreparedStatementsPgBouncerNeverRunsAnotherStatement(t *testing.T) {
+	pgtest.Open(t, "postgres")
+	bouncer := pgtest.NewPgBouncer(t)
+	db := bouncer.Open(t, "postgres", "")
+	db.SetMaxOpenConns(24)
+	var backends [2]*pgsession.PostgresBackend
+	for i := range backends {
+		backends[i], _ = pgtest.NewBackendOn(t, db, pgsession.WithPreparedStatements())
+	}
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	var wg sync.WaitGroup
+	for c := range 24 {
+		wg.Go(func() {
+			b, other := backends[c%2], backends[1-c%2]
+			for i := 0; i < 40 && time.Now().Before(deadline); i++ {
+				id := randomID()
+				now := time.Now()
+				ins := pgsession.Action{Op: pgsession.OpInsert, New: id, Created: now, Accessed: now,
+					Patch: pgsession.Patch{Set: map[string]json.RawMessage{"c": {'0' + byte(c%10)}}}}
+				if err := b.Apply(ctx, ins); err != nil {
+					t.Errorf("client %d: insert: %v", c, err)
+					return
+				}
+				if _, err := other.Load(ctx, id); !errors.Is(err, pgsession.ErrNotFound) {
+					t.Errorf("client %d: the other table has the session: %v", c, err)
+				}
+				rec, err := b.Load(ctx, id)
+				if err != nil || string(rec.Data["c"]) != string([]byte{'0' + byte(c%10)}) {
+					t.Errorf("client %d: load = %v, %v", c, rec, err)
+				}
+				if err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpDelete, Old: id}); err != nil {
+					t.Errorf("client %d: delete: %v", c, err)
+				}
+				if _, err := b.Load(ctx, id); !errors.Is(err, pgsession.ErrNotFound) {
+					t.Errorf("client %d: after the delete, load = %v, want ErrNotFound (the delete ran another statement)", c, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// A statement the server cannot run says so, with the backend's advice,
+// in prepared mode too.
+func TestPreparedStatementsErrorsAreExplained(t *testing.T) {
+	db := pgtest.Open(t, "postgres")
+	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(pgtest.Schema(t, db)+".sessions"), pgsession.WithPreparedStatements())
+	_, err := b.Load(context.Background(), randomID())
+	if !errors.Is(err, pgsession.ErrNoTable) || !strings.Contains(err.Error(), "call Migrate") {
+		t.Errorf("Load from a missing table = %v, want ErrNoTable with the advice", err)
+	}
+}
+
+// The Go side of one Load, per statement mode (instructions per call are
+// counted with valgrind --tool=callgrind on this loop; see the README):
+//
+//	go test -run '^$' -bench BenchmarkBackendLoad -benchmem
+func BenchmarkBackendLoad(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		opts []pgsession.PostgresOption
+	}{
+		{"literal", nil},
+		{"prepared", []pgsession.PostgresOption{pgsession.WithPreparedStatements()}},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			backend, _ := pgtest.NewBackend(b, "postgres", mode.opts...)
+			id := randomID()
+			now := time.Now()
+			ctx := context.Background()
+			if err := backend.Apply(ctx, pgsession.Action{Op: pgsession.OpInsert, New: id, Created: now, Accessed: now,
+				Patch: pgsession.Patch{Set: map[string]json.RawMessage{"n": json.RawMessage("1")}}}); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := backend.Load(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
