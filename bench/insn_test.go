@@ -32,7 +32,7 @@ func (f *fixed) Load(_ context.Context, id pgsession.ID) (*pgsession.Record, err
 
 func (f *fixed) Apply(context.Context, pgsession.Action) error { return nil }
 
-func (f *fixed) DeleteExpired(context.Context, time.Time, time.Time, int) (int, error) {
+func (f *fixed) DeleteExpired(context.Context, pgsession.Cutoffs, int) (int, error) {
 	return 0, nil
 }
 
