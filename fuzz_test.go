@@ -1,6 +1,7 @@
 package pgsession
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/securecookie"
 )
 
 // loadCounter counts Load calls on a memory backend.
@@ -24,30 +27,37 @@ func (b *loadCounter) Load(ctx context.Context, id ID) (*Record, error) {
 
 // FuzzCookie feeds arbitrary cookie and Authorization header values through
 // the middleware: never a panic, never a 500, and a value that does not
-// verify never reaches the backend. Seeds: testdata/fuzz/FuzzCookie.
+// verify never reaches the backend. The signer's own verification accepts
+// exactly what securecookie's Decode accepts. Seeds: testdata/fuzz/FuzzCookie.
 func FuzzCookie(f *testing.F) {
 	hashKey := []byte(strings.Repeat("k", 32))
-	s := newSigner(DefaultCookieName, [][]byte{hashKey})
-	valid, _ := s.encode(make([]byte, keyLength))
-	f.Add(valid)
-	f.Add("")
-	f.Add(valid[:len(valid)-1])
-	f.Add(strings.Repeat("A", 600))
 	b := &loadCounter{MemoryBackend: NewMemoryBackend()}
 	m, err := New(Config{Backend: b, HashKeys: [][]byte{hashKey}, Carrier: CookieOrBearer})
 	if err != nil {
 		f.Fatal(err)
 	}
+	s := m.signer
+	valid, _ := s.encode(make([]byte, keyLength))
+	f.Add(valid)
+	f.Add("")
+	f.Add(valid[:len(valid)-1])
+	f.Add(strings.Repeat("A", 600))
+	reference := securecookie.New(hashKey, nil).MaxAge(0).MaxLength(maxCookieValue).SetSerializer(securecookie.NopEncoder{})
 	h := m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var v any
 		_, _ = FromContext(r.Context()).Get("x", &v)
 		_ = FromContext(r.Context()).Set("seen", true)
 	}))
 	f.Fuzz(func(t *testing.T, value string) {
-		_, verifies := s.decode(value)
+		key, verifies := s.decode(value)
+		var want []byte
+		if err := reference.Decode(m.CookieName(), value, &want); (err == nil && len(want) == keyLength) != verifies ||
+			verifies && !bytes.Equal(key, want) {
+			t.Fatalf("cookie %q: decode = %x, %v; securecookie: %x, %v", value, key, verifies, want, err)
+		}
 		before := b.loads.Load()
 		req := httptest.NewRequest(http.MethodGet, "/", nil)
-		req.Header.Set("Cookie", DefaultCookieName+"="+value+"; "+DefaultCookieName+"="+value)
+		req.Header.Set("Cookie", m.CookieName()+"="+value+"; "+m.CookieName()+"="+value)
 		req.Header.Set("Authorization", "Bearer "+value)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)

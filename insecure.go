@@ -15,8 +15,9 @@ import (
 // seems to succeed and the user stays logged out while rows pile up.
 func (m *Manager) warnInsecureTransport(r *http.Request, h http.Header) {
 	cc := m.cfg.Cookie
-	if cc.Insecure || r.TLS != nil || m.insecureWarned.Load() ||
-		isLoopbackHost(r.Host) || forwardedHTTPS(r.Header) || !setsCookie(h, cc.Name) {
+	// Cheapest tests first: this runs on every response.
+	if cc.Insecure || r.TLS != nil || m.insecureWarned.Load() || !setsCookie(h, cc.Name) ||
+		isLoopbackHost(r.Host) || forwardedHTTPS(r.Header) {
 		return
 	}
 	if !m.insecureWarned.CompareAndSwap(false, true) {

@@ -32,8 +32,8 @@ func (m *Manager) Load(ctx context.Context, token string) (context.Context, erro
 			keys = [][]byte{key}
 		}
 	}
-	s, err := m.load(ctx, keys)
-	if err != nil {
+	s := new(Session)
+	if err := m.load(ctx, s, keys, ""); err != nil {
 		return ctx, err
 	}
 	if s.key != nil {

@@ -76,29 +76,32 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 			m.fail(w, r, err)
 			return
 		}
-		keys, bearer := m.keysFromRequest(r)
-		s, err := m.load(r.Context(), keys, "path", r.URL.Path)
-		if err != nil {
+		var buf [maxCookieKeys][]byte
+		keys, bearer := m.keysFromRequest(r, buf[:0])
+		// One allocation for the writer and the session it saves.
+		sw := &responseWriter{ResponseWriter: w, m: m}
+		s := &sw.session
+		if err := m.load(r.Context(), s, keys, r.URL.Path); err != nil {
 			m.fail(w, r, err)
 			return
 		}
 		s.bearer, s.hook, s.req = bearer, true, r
 		r = r.WithContext(m.attach(r.Context(), s))
 		m.vary(w.Header())
-		sw := &responseWriter{ResponseWriter: w, m: m, s: s, r: r}
+		sw.s, sw.r = s, r
 		next.ServeHTTP(sw, r)
 		sw.commit()
 	})
 }
 
-// load reads the session stored under one of keys: those a request carries
-// (see keysFromRequest) or the one of a token given to Load. No key, or an
-// unknown or expired one, yields an empty session; only a backend failure
-// is an error. logArgs are added to the log of an ambiguous request.
-func (m *Manager) load(ctx context.Context, keys [][]byte, logArgs ...any) (*Session, error) {
+// load reads into s the session stored under one of keys: those a request
+// carries (see keysFromRequest) or the one of a token given to Load. No key,
+// or an unknown or expired one, yields an empty session; only a backend
+// failure is an error. path, if any, is logged with an ambiguous request.
+func (m *Manager) load(ctx context.Context, s *Session, keys [][]byte, path string) error {
 	// One clock reading per request, at PostgreSQL's microsecond precision,
 	// so expiry is judged identically at load and save and by every backend.
-	s := &Session{m: m, now: m.cfg.Now().Truncate(time.Microsecond)}
+	s.m, s.now = m, m.cfg.Now().Truncate(time.Microsecond)
 	var live *Record
 	for _, key := range keys {
 		rec, err := m.cfg.Backend.Load(ctx, idOf(key))
@@ -107,7 +110,7 @@ func (m *Manager) load(ctx context.Context, keys [][]byte, logArgs ...any) (*Ses
 			m.stats.misses.Add(1)
 			continue
 		case err != nil:
-			return nil, fmt.Errorf("pgsession: load session: %w", err)
+			return fmt.Errorf("pgsession: load session: %w", err)
 		case m.p.expired(rec, s.now):
 			// Treated as absent: the handler starts from an empty session,
 			// and (for a lone key) the save removes the dead row.
@@ -122,20 +125,21 @@ func (m *Manager) load(ctx context.Context, keys [][]byte, logArgs ...any) (*Ses
 			// could act as the wrong user, so the request has none.
 			m.stats.ambiguous.Add(1)
 			m.cfg.Logger.WarnContext(ctx, "pgsession: request carries cookies of two different live sessions (cookie tossing?); treated as having no session",
-				logArgs...)
-			return &Session{m: m, now: s.now}, nil
+				"path", path)
+			s.key, s.loaded = nil, nil
+			return nil
 		}
 		live, s.key, s.loaded = rec, key, rec
 	}
 	if live == nil {
-		return s, nil
+		return nil
 	}
 	m.stats.loads.Add(1)
 	s.data = live.Data
 	for k, v := range live.Data {
 		s.size += entrySize(k, v)
 	}
-	return s, nil
+	return nil
 }
 
 // maxCookieKeys bounds the distinct session keys taken from one request's
@@ -144,13 +148,14 @@ const maxCookieKeys = 3
 
 // keysFromRequest returns the session keys the request carries, as far as
 // Config.Carrier lets it: the key of a valid bearer token, else the distinct
-// keys of the session cookies that verify, in the order sent. Nothing here
+// keys of the session cookies that verify, in the order sent, appended to
+// keys (a caller's buffer of maxCookieKeys). Nothing here
 // touches the database, so a forged value costs no query.
-func (m *Manager) keysFromRequest(r *http.Request) (keys [][]byte, bearer bool) {
+func (m *Manager) keysFromRequest(r *http.Request, keys [][]byte) (_ [][]byte, bearer bool) {
 	if m.cfg.Carrier.bearer() {
 		if token, found := bearerToken(r); found {
 			if key, ok := m.signer.decode(token); ok {
-				return [][]byte{key}, true
+				return append(keys, key), true
 			}
 		}
 	}
@@ -272,8 +277,10 @@ func (m *Manager) fail(w http.ResponseWriter, r *http.Request, err error) {
 type responseWriter struct {
 	http.ResponseWriter
 	m *Manager
-	s *Session
+	s *Session // &session
 	r *http.Request
+
+	session Session // allocated with the writer, to save an allocation per request
 
 	committed bool
 	failed    error // set when the save failed; the response was replaced
