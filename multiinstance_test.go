@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/pgsession/pgsession"
 	"github.com/pgsession/pgsession/internal/pgtest"
@@ -178,11 +179,19 @@ func roundRobin(t *testing.T, apps []*appInstance) *httptest.Server {
 	return srv
 }
 
+// sqlCleanupLockHolders counts the connections holding the cleanup lock of
+// the quoted table $1: the transaction-scoped advisory lock (1886610285,
+// hashtext(table)) each cleanup batch takes.
+const sqlCleanupLockHolders = `SELECT count(*) FROM pg_locks l
+	WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1886610285
+		AND l.objid = (hashtext($1)::bigint & 4294967295)::oid`
+
 // removedRE matches a sweep's log line.
 var removedRE = regexp.MustCompile(`msg="pgsession: cleanup" removed=(\d+)`)
 
 // Three app processes behind a round-robin reverse proxy share one
-// PostgreSQL ($PGSESSION_MULTI_DSN, else the test server), each running
+// PostgreSQL through a PgBouncer in transaction mode ($PGSESSION_MULTI_DSN
+// instead, if set), each running
 // RunCleanup every 50ms while the test keeps adding expired sessions. The
 // clients' checks hold across instances (no lost single-writer update, no
 // resurrected key), the expired rows all go and are counted once, and
@@ -194,12 +203,19 @@ func TestMultiInstance(t *testing.T) {
 	if longRun() {
 		d = 30 * time.Second
 	}
-	dsn := os.Getenv("PGSESSION_MULTI_DSN")
-	if dsn == "" {
-		dsn = pgtest.URL()
+	dsnOf := func(string) string { return os.Getenv("PGSESSION_MULTI_DSN") }
+	if dsnOf("") == "" {
+		bouncer := pgtest.NewPgBouncer(t)
+		dsnOf = func(driver string) string {
+			if driver == "pgx" {
+				return bouncer.URL("default_query_exec_mode=exec")
+			}
+			return bouncer.URL("")
+		}
 	}
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
+			dsn := dsnOf(driver)
 			admin := pgtest.Open(t, "postgres")
 			table := pgtest.Schema(t, admin) + ".sessions"
 			if err := pgsession.NewPostgresBackend(admin, pgsession.WithTable(table)).Migrate(context.Background()); err != nil {
@@ -232,21 +248,24 @@ func TestMultiInstance(t *testing.T) {
 					}
 				}
 			})
+			// Sample the cleanup lock (the transaction-scoped advisory lock
+			// each batch takes, keyed by the table): how often an instance
+			// holds it, and whether two ever do.
 			var samples, busy, overlap atomic.Int64
-			like := "pgsession_app%"
-			bg.Go(func() { // how many instances run a cleanup statement at once
+			schema, base, _ := strings.Cut(table, ".")
+			lockTable := pq.QuoteIdentifier(schema) + "." + pq.QuoteIdentifier(base)
+			bg.Go(func() {
 				for ctx.Err() == nil {
-					var n int
-					err := admin.GetContext(ctx, &n, `SELECT count(DISTINCT application_name) FROM pg_stat_activity
-						WHERE application_name LIKE $1 AND state = 'active' AND query LIKE 'DELETE FROM%ANY(ARRAY%'`, like)
+					var held int
+					err := admin.GetContext(ctx, &held, sqlCleanupLockHolders, lockTable)
 					if err != nil {
 						return
 					}
 					samples.Add(1)
-					if n > 0 {
+					if held > 0 {
 						busy.Add(1)
 					}
-					if n > 1 {
+					if held > 1 {
 						overlap.Add(1)
 					}
 					time.Sleep(2 * time.Millisecond)
@@ -285,14 +304,38 @@ func TestMultiInstance(t *testing.T) {
 				}
 			}
 			t.Logf("FIGURES multi-instance %s, 3 instances, %v: %s; seeded %d expired, removed %v (skipped %d rounds); "+
-				"%d pg_stat_activity samples, %d saw a cleanup statement, %d saw two at once",
+				"%d samples of the cleanup lock, %d saw it held, %d held twice",
 				driver, d, k.summary(), seeded.Load(), sweeps, skipped, samples.Load(), busy.Load(), overlap.Load())
 			k.report(t)
 			if int64(removed) != seeded.Load() {
 				t.Errorf("the janitors removed %d expired sessions, %d were seeded", removed, seeded.Load())
 			}
 			if overlap.Load() != 0 {
-				t.Errorf("%d samples saw two instances' cleanup statements at once", overlap.Load())
+				t.Errorf("of %d samples, %d saw the cleanup lock held twice", samples.Load(), overlap.Load())
+			}
+			// A lock stranded on a pooled connection would be held, by an
+			// idle connection, at every look; one caught between its
+			// statement's end and the view's update is not.
+			stranded := map[int]int{}
+			for range 5 {
+				var pids []int
+				if err := admin.Select(&pids, `SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+					WHERE a.state <> 'active' AND l.locktype = 'advisory' AND l.granted AND l.classid = 1886610285
+						AND l.objid = (hashtext($1)::bigint & 4294967295)::oid`, lockTable); err != nil {
+					t.Fatal(err)
+				}
+				for _, pid := range pids {
+					stranded[pid]++
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			for pid, n := range stranded {
+				if n == 5 {
+					t.Errorf("connection %d holds the cleanup lock while idle: stranded", pid)
+				}
+			}
+			if busy.Load() == 0 {
+				t.Errorf("none of %d samples saw a sweep holding the cleanup lock: the check saw nothing", samples.Load())
 			}
 			if k.acks.Load() == 0 || seeded.Load() == 0 {
 				t.Error("the test exercised too little")
