@@ -332,6 +332,11 @@ func TestJanitorsNeverOverlap(t *testing.T) {
 	if err := a.m.RunCleanup(ctx, 20*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) { // same instance, second janitor
 		t.Errorf("second janitor of a: %v", err)
 	}
+	// b has had rounds to skip (on a loaded machine it may need longer
+	// than the 200ms above to reach two).
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(b.logs.String(), "skipped") < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	b.halt(t)
 	if skipped := strings.Count(b.logs.String(), "skipped"); skipped < 2 || strings.Contains(b.logs.String(), "removed=") {
 		t.Errorf("instance b swept while a was sweeping (%d rounds skipped):\n%s", skipped, b.logs)
