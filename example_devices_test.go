@@ -3,10 +3,8 @@ package pgsession_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"time"
 
 	"github.com/pgsession/pgsession"
@@ -89,13 +87,7 @@ func ExampleManager_ListByPrincipal() {
 	do := func(c *http.Client, method, path, agent string) string {
 		req, _ := http.NewRequest(method, srv.URL+path, nil)
 		req.Header.Set("User-Agent", agent)
-		resp, err := c.Do(req)
-		if err != nil {
-			return err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return strings.TrimSpace(string(b))
+		return send(c, req)
 	}
 	phone, laptop := browser(srv), browser(srv)
 	do(phone, "POST", "/login", "phone")

@@ -29,8 +29,19 @@ func browser(srv *httptest.Server) *http.Client {
 	return &c
 }
 
+// get returns the trimmed body of a GET of url through c (or the error).
 func get(c *http.Client, url string) string {
-	resp, err := c.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return err.Error()
+	}
+	return send(c, req)
+}
+
+// send returns the trimmed body of the response to req through c (or the
+// error).
+func send(c *http.Client, req *http.Request) string {
+	resp, err := c.Do(req)
 	if err != nil {
 		return err.Error()
 	}
