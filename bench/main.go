@@ -22,7 +22,6 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -34,6 +33,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/internal/pgtest"
 )
 
 // spec is one implementation as the benchmark runs it.
@@ -275,14 +275,14 @@ func run(ctx context.Context, o options) (*report, error) {
 	rep := &report{Machine: machine(ctx, admin), Command: strings.TrimSpace("cd bench && go run . " + strings.Join(os.Args[1:], " "))}
 	log.Printf("%s; %d sessions per implementation, %d clients, %v per cell, %d rounds", rep.Machine, o.sessions, o.clients, o.duration, o.rounds)
 
-	var bouncer *pgbouncer
+	var bouncer *pgtest.PgBouncer
 	var rs []*running
 	defer func() {
 		for _, r := range rs {
 			r.stop(admin)
 		}
 		if bouncer != nil {
-			bouncer.stop()
+			bouncer.Stop()
 		}
 	}()
 	for _, name := range o.impls {
@@ -291,15 +291,8 @@ func run(ctx context.Context, o options) (*report, error) {
 			return nil, fmt.Errorf("unknown implementation %q (have %s)", name, names())
 		}
 		if sp.via == "pgbouncer" && bouncer == nil {
-			u, err := url.Parse(o.url)
-			if err != nil {
-				return nil, err
-			}
-			port := u.Port()
-			if port == "" {
-				port = "5432"
-			}
-			if bouncer, err = startPgBouncer(u.Hostname(), port, u.User.Username(), o.pool); err != nil {
+			var err error
+			if bouncer, err = pgtest.StartPgBouncer(o.url, o.pool); err != nil {
 				return nil, err
 			}
 		}
@@ -341,7 +334,7 @@ func run(ctx context.Context, o options) (*report, error) {
 
 // start creates an implementation's schema, starts its server and creates
 // its sessions through the app.
-func start(ctx context.Context, o options, admin *sqlx.DB, bouncer *pgbouncer, sp spec) (*running, error) {
+func start(ctx context.Context, o options, admin *sqlx.DB, bouncer *pgtest.PgBouncer, sp spec) (*running, error) {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	id := "bench_" + hex.EncodeToString(b) // short: a table name has at most 40 bytes
@@ -359,7 +352,7 @@ func start(ctx context.Context, o options, admin *sqlx.DB, bouncer *pgbouncer, s
 		a.dsn = withParams(o.url, params...)
 		r.stats = true
 		if sp.via == "pgbouncer" {
-			a.dsn = bouncer.url(userOf(o.url), "application_name="+id)
+			a.dsn = bouncer.URL("application_name=" + id)
 			r.stats = false // PgBouncer keeps its server connections open
 		}
 		if sp.params != "" {
@@ -427,14 +420,6 @@ func (r *running) stop(admin *sqlx.DB) {
 	if r.client != nil {
 		r.client.CloseIdleConnections()
 	}
-}
-
-func userOf(u string) string {
-	p, err := url.Parse(u)
-	if err != nil || p.User.Username() == "" {
-		return "postgres"
-	}
-	return p.User.Username()
 }
 
 func withParams(url string, params ...string) string {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -225,110 +224,6 @@ func (s *server) sum(client *http.Client) (total, rows int, err error) {
 		return 0, 0, fmt.Errorf("/_bench/sum answered %q: %w", v, err)
 	}
 	return total, rows, nil
-}
-
-// pgbouncer is a throwaway PgBouncer in pool_mode = transaction in front of
-// the benchmark's server.
-type pgbouncer struct {
-	cmd  *exec.Cmd
-	dir  string
-	port int
-}
-
-// startPgBouncer starts PgBouncer (transaction mode, poolSize server
-// connections) forwarding every database to the server of url, which must
-// use trust authentication (the test server does). As root it runs as the
-// postgres user, since PgBouncer refuses to run as root.
-func startPgBouncer(host, port, user string, poolSize int) (*pgbouncer, error) {
-	bin, err := exec.LookPath("pgbouncer")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/pgbouncer"); serr != nil {
-			return nil, errors.New("no pgbouncer binary (apt-get install pgbouncer)")
-		}
-		bin = "/usr/sbin/pgbouncer"
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	p := &pgbouncer{port: ln.Addr().(*net.TCPAddr).Port}
-	ln.Close()
-	if p.dir, err = os.MkdirTemp("", "pgsession-bench-pgbouncer-"); err != nil {
-		return nil, err
-	}
-	ini := fmt.Sprintf(`[databases]
-* = host=%s port=%s user=%s
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = %d
-unix_socket_dir =
-auth_type = any
-pool_mode = transaction
-default_pool_size = %d
-max_client_conn = 1000
-ignore_startup_parameters = extra_float_digits
-server_reset_query =
-logfile = %s/pgbouncer.log
-`, host, port, user, p.port, poolSize, p.dir)
-	cfg := p.dir + "/pgbouncer.ini"
-	if err := os.WriteFile(cfg, []byte(ini), 0o600); err != nil {
-		return nil, err
-	}
-	p.cmd = exec.Command(bin, "-q", cfg)
-	if os.Geteuid() == 0 {
-		if err := runAsPostgres(p.cmd, p.dir, cfg); err != nil {
-			return nil, err
-		}
-	}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start pgbouncer: %w", err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.port), time.Second)
-		if err == nil {
-			c.Close()
-			return p, nil
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			log, _ := os.ReadFile(p.dir + "/pgbouncer.log")
-			return nil, fmt.Errorf("pgbouncer does not accept connections: %s", log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (p *pgbouncer) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	_ = p.cmd.Wait()
-	_ = os.RemoveAll(p.dir)
-}
-
-func (p *pgbouncer) url(user, params string) string {
-	u := fmt.Sprintf("postgres://%s@127.0.0.1:%d/postgres?sslmode=disable", user, p.port)
-	if params != "" {
-		u += "&" + params
-	}
-	return u
-}
-
-// runAsPostgres makes cmd run as the postgres user, owning files.
-func runAsPostgres(cmd *exec.Cmd, files ...string) error {
-	out, err := exec.Command("id", "-u", "postgres").Output()
-	if err != nil {
-		return fmt.Errorf("pgbouncer refuses root and there is no postgres user: %w", err)
-	}
-	uid, _ := strconv.Atoi(strings.TrimSpace(string(out)))
-	out, _ = exec.Command("id", "-g", "postgres").Output()
-	gid, _ := strconv.Atoi(strings.TrimSpace(string(out)))
-	for _, f := range files {
-		if err := os.Chown(f, uid, gid); err != nil {
-			return err
-		}
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-	return nil
 }
 
 func init() {

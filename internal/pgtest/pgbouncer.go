@@ -1,6 +1,7 @@
 package pgtest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -18,51 +19,73 @@ import (
 )
 
 // PgBouncer is a throwaway PgBouncer in pool_mode = transaction in front of
-// the test server (URL()), owned by one test.
+// a PostgreSQL server: the test server (NewPgBouncer) or any
+// (StartPgBouncer, for the load benchmark).
 type PgBouncer struct {
 	port           int
 	user, database string
+	dir            string
+	cmd            *exec.Cmd
+	exited         chan error
 }
+
+// ErrNoPgBouncer is returned by StartPgBouncer when no pgbouncer binary is
+// found (on PATH or in /usr/sbin).
+var ErrNoPgBouncer = errors.New("pgtest: no pgbouncer binary (apt-get install pgbouncer)")
 
 // NewPgBouncer starts a PgBouncer in transaction mode on a free port,
 // forwarding every database to the test server, and stops it when t ends.
-// Clients may log in as anyone (auth_type = any); PgBouncer connects to the
-// server with the test URL's user and password. It skips t when no
-// pgbouncer binary is found (on PATH or /usr/sbin), except under CI=true,
-// where it fails. As root it runs PgBouncer as the postgres user, since
-// PgBouncer refuses to run as root.
+// It skips t when no pgbouncer binary is found, except under CI=true, where
+// it fails. See StartPgBouncer.
 func NewPgBouncer(t testing.TB) *PgBouncer {
 	t.Helper()
+	p, err := StartPgBouncer(URL(), 10)
+	switch {
+	case errors.Is(err, ErrNoPgBouncer) && os.Getenv("CI") != "true":
+		t.Skip("pgtest: SKIPPING, no pgbouncer binary (apt-get install pgbouncer)")
+	case err != nil:
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// StartPgBouncer starts a PgBouncer in transaction mode, with poolSize
+// server connections, on a free port of 127.0.0.1, forwarding every
+// database to the server of serverURL. Clients may log in as anyone
+// (auth_type = any); PgBouncer connects to the server with serverURL's user
+// and password. As root it runs PgBouncer as the postgres user, since
+// PgBouncer refuses to run as root. Stop it with Stop.
+func StartPgBouncer(serverURL string, poolSize int) (*PgBouncer, error) {
 	bin, err := exec.LookPath("pgbouncer")
 	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/pgbouncer"); serr == nil {
-			bin, err = "/usr/sbin/pgbouncer", nil
+		if _, serr := os.Stat("/usr/sbin/pgbouncer"); serr != nil {
+			return nil, ErrNoPgBouncer
 		}
+		bin = "/usr/sbin/pgbouncer"
 	}
+	server, err := url.Parse(serverURL)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("pgtest: no pgbouncer binary (CI requires it: apt-get install pgbouncer)")
-		}
-		t.Skip("pgtest: SKIPPING, no pgbouncer binary (apt-get install pgbouncer)")
-	}
-	server, err := url.Parse(URL())
-	if err != nil {
-		t.Fatalf("pgtest: parse %s: %v", redact(URL()), err)
+		return nil, fmt.Errorf("pgtest: parse %s: %w", redact(serverURL), err)
 	}
 	host, port := server.Hostname(), server.Port()
 	if port == "" {
 		port = "5432"
 	}
-	p := &PgBouncer{port: freePort(t), user: server.User.Username(), database: strings.TrimPrefix(server.Path, "/")}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &PgBouncer{port: ln.Addr().(*net.TCPAddr).Port, user: server.User.Username(),
+		database: strings.TrimPrefix(server.Path, "/"), exited: make(chan error, 1)}
+	ln.Close()
 	conn := fmt.Sprintf("host=%s port=%s user=%s", host, port, p.user)
 	if pw, ok := server.User.Password(); ok {
 		conn += " password=" + pw
 	}
-	dir, err := os.MkdirTemp("", "pgsession-pgbouncer-")
-	if err != nil {
-		t.Fatal(err)
+	if p.dir, err = os.MkdirTemp("", "pgsession-pgbouncer-"); err != nil {
+		return nil, err
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	ini := fmt.Sprintf(`[databases]
 * = %s
 
@@ -72,65 +95,80 @@ listen_port = %d
 unix_socket_dir =
 auth_type = any
 pool_mode = transaction
-default_pool_size = 10
+default_pool_size = %d
 max_client_conn = 1000
 ignore_startup_parameters = extra_float_digits
 server_reset_query =
 logfile = %s
-`, conn, p.port, filepath.Join(dir, "pgbouncer.log"))
-	cfg := filepath.Join(dir, "pgbouncer.ini")
+`, conn, p.port, poolSize, filepath.Join(p.dir, "pgbouncer.log"))
+	cfg := filepath.Join(p.dir, "pgbouncer.ini")
 	if err := os.WriteFile(cfg, []byte(ini), 0o600); err != nil {
-		t.Fatal(err)
+		_ = os.RemoveAll(p.dir)
+		return nil, err
 	}
-	cmd := exec.Command(bin, "-q", cfg)
+	p.cmd = exec.Command(bin, "-q", cfg)
 	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("pgtest: pgbouncer refuses root and there is no postgres user: %v", err)
+		if err := runAsPostgres(p.cmd, p.dir, cfg); err != nil {
+			_ = os.RemoveAll(p.dir)
+			return nil, err
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		for _, f := range []string{dir, cfg} {
-			if err := os.Chown(f, uid, gid); err != nil {
-				t.Fatal(err)
-			}
-		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 	}
 	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("pgtest: start pgbouncer: %v", err)
+	p.cmd.Stdout, p.cmd.Stderr = out, out
+	if err := p.cmd.Start(); err != nil {
+		_ = os.RemoveAll(p.dir)
+		return nil, fmt.Errorf("pgtest: start pgbouncer: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	go func() { p.exited <- p.cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); ; {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.port), time.Second)
 		if err == nil {
 			c.Close()
-			return p
+			return p, nil
 		}
 		select {
-		case err := <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
-			t.Fatalf("pgtest: pgbouncer exited: %v\n%s%s", err, out, log)
+		case err := <-p.exited:
+			log, _ := os.ReadFile(filepath.Join(p.dir, "pgbouncer.log"))
+			_ = os.RemoveAll(p.dir)
+			return nil, fmt.Errorf("pgtest: pgbouncer exited: %v\n%s%s", err, out, log)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pgtest: pgbouncer does not accept connections on port %d", p.port)
+			p.Stop()
+			return nil, fmt.Errorf("pgtest: pgbouncer does not accept connections on port %d", p.port)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Stop stops the PgBouncer (SIGTERM, then SIGKILL after 5s) and removes its
+// files.
+func (p *PgBouncer) Stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+	_ = os.RemoveAll(p.dir)
+}
+
+// runAsPostgres makes cmd run as the postgres user, owning files.
+func runAsPostgres(cmd *exec.Cmd, files ...string) error {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return fmt.Errorf("pgtest: pgbouncer refuses root and there is no postgres user: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	for _, f := range files {
+		if err := os.Chown(f, uid, gid); err != nil {
+			return err
+		}
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	return nil
 }
 
 // URL returns a connection URL through the PgBouncer, with params (such
