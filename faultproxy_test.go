@@ -126,9 +126,7 @@ func TestFaultBlackhole(t *testing.T) {
 			if !ok || back > time.Second {
 				t.Errorf("service back %v after the network (ok=%v), want within 1s", back, ok)
 			}
-			k.mu.Lock()
-			slow := k.slow
-			k.mu.Unlock()
+			slow := k.slowest()
 			// A request makes two bounded calls (load, save); on a stall
 			// only the first of them can be stuck. With lib/pq that call
 			// can be a statement and then, database/sql having retried it
@@ -184,9 +182,7 @@ func TestFaultLatencyPoolExhaustion(t *testing.T) {
 						t.Errorf("status %d (%d times), want 200, 500 or 409", code, n)
 					}
 				}
-				k.mu.Lock()
-				slow := k.slow
-				k.mu.Unlock()
+				slow := k.slowest()
 				if slow > 2*timeout+time.Second {
 					t.Errorf("slowest request %v, want within %v (a load and a save, each bounded)", slow, 2*timeout+time.Second)
 				}
@@ -238,9 +234,7 @@ func TestFaultTableLock(t *testing.T) {
 			if !ok || back > time.Second {
 				t.Errorf("service back %v after the lock went (ok=%v), want within 1s", back, ok)
 			}
-			k.mu.Lock()
-			slow := k.slow
-			k.mu.Unlock()
+			slow := k.slowest()
 			if slow > 2*timeout+time.Second {
 				t.Errorf("slowest request %v, want within %v", slow, 2*timeout+time.Second)
 			}

@@ -236,6 +236,13 @@ func (k *topoChecker) do(query, cookie string) (code int, body, set string, expi
 }
 
 // statuses returns a copy of the statuses seen so far.
+// slowest returns the time the slowest request took so far.
+func (k *topoChecker) slowest() time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.slow
+}
+
 func (k *topoChecker) statuses() map[int]int {
 	k.mu.Lock()
 	defer k.mu.Unlock()

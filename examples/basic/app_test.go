@@ -11,12 +11,12 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pgsession/pgsession"
 	"github.com/pgsession/pgsession/internal/pgtest"
+	"github.com/pgsession/pgsession/pgsessiontest"
 )
 
 // testKey is the tests' hash key.
@@ -84,29 +84,11 @@ func sessionCookie(cks []*http.Cookie) *http.Cookie {
 	return cks[i]
 }
 
-// clock is a settable clock for the Manager.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // fixture is the example app served by httptest.
 type fixture struct {
 	srv   *httptest.Server
 	m     *pgsession.Manager
-	clock *clock
+	clock *pgsessiontest.Clock
 }
 
 // serve serves the example on b, with the configuration main uses (Secure
@@ -115,7 +97,7 @@ type fixture struct {
 // cookie back.
 func serve(t *testing.T, b pgsession.Backend, useTLS, insecureCookie bool) *fixture {
 	t.Helper()
-	f := &fixture{clock: &clock{now: time.Now()}}
+	f := &fixture{clock: pgsessiontest.NewClock(time.Now())}
 	cfg := managerConfig(b, [][]byte{testKey}, insecureCookie, quiet)
 	cfg.Now = f.clock.Now
 	var err error
