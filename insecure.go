@@ -7,16 +7,14 @@ import (
 )
 
 // warnInsecureTransport logs, once per Manager and at Warn level, when the
-// response h to r sets a Secure session cookie that the browser will not
-// keep: r came over plain HTTP (r.TLS is nil) to a host that is not loopback
+// response to r, which sets the session cookie, sets a Secure one that the
+// browser will not keep: r came over plain HTTP (r.TLS is nil) to a host that is not loopback
 // (browsers accept Secure cookies over plain HTTP only from localhost), with
 // no sign of a TLS-terminating proxy in front ("X-Forwarded-Proto: https" or
 // "Forwarded: proto=https"). Browsers drop such cookies silently, so a login
 // seems to succeed and the user stays logged out while rows pile up.
-func (m *Manager) warnInsecureTransport(r *http.Request, h http.Header) {
-	cc := m.cfg.Cookie
-	// Cheapest tests first: this runs on every response.
-	if cc.Insecure || r.TLS != nil || m.insecureWarned.Load() || !setsCookie(h, cc.Name) ||
+func (m *Manager) warnInsecureTransport(r *http.Request) {
+	if m.cfg.Cookie.Insecure || r.TLS != nil || m.insecureWarned.Load() ||
 		isLoopbackHost(r.Host) || forwardedHTTPS(r.Header) {
 		return
 	}
@@ -63,16 +61,6 @@ func forwardedHTTPS(h http.Header) bool {
 					return true
 				}
 			}
-		}
-	}
-	return false
-}
-
-// setsCookie reports whether h sets (rather than expires) the cookie name.
-func setsCookie(h http.Header, name string) bool {
-	for _, v := range h.Values("Set-Cookie") {
-		if ck, err := http.ParseSetCookie(v); err == nil && ck.Name == name && ck.MaxAge >= 0 {
-			return true
 		}
 	}
 	return false

@@ -222,7 +222,13 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	if h == nil || s.bearer || !m.cfg.Carrier.cookies() {
 		return nil // the client keeps its token itself; it gets a new one through Token or Save
 	}
-	return m.setCookies(h, d, key, s.now)
+	if err := m.setCookies(h, d, key, s.now); err != nil {
+		return err
+	}
+	if d.cookie == cookieSet && s.req != nil {
+		m.warnInsecureTransport(s.req)
+	}
+	return nil
 }
 
 // apply executes a through the backend, counting what it did.
@@ -295,7 +301,6 @@ func (w *responseWriter) commit() bool {
 	w.committed = true
 	err := w.m.save(w.r.Context(), w.s, w.ResponseWriter.Header())
 	if err == nil || errors.As(err, new(endedError)) { // an ended request saves nothing and has no one to tell
-		w.m.warnInsecureTransport(w.r, w.ResponseWriter.Header())
 		return true
 	}
 	w.failed = err
