@@ -30,8 +30,8 @@ const maxCookieValue = 512
 type signer struct {
 	name    string
 	nameBar []byte               // name + "|", the start of every MAC's input
-	codecs  []securecookie.Codec // codecs[0] signs
-	macs    []*sync.Pool         // of *verifier, one pool per hash key
+	codec   securecookie.Codec // signs, with the first hash key
+	macs    []*sync.Pool       // of *verifier, one pool per hash key: they verify
 }
 
 // verifier is the scratch space of one decode: an HMAC-SHA256 of one hash
@@ -46,13 +46,12 @@ type verifier struct {
 }
 
 func newSigner(name string, hashKeys [][]byte) signer {
-	s := signer{name: name, nameBar: []byte(name + "|"),
-		codecs: make([]securecookie.Codec, len(hashKeys)), macs: make([]*sync.Pool, len(hashKeys))}
-	for i, k := range hashKeys {
-		s.codecs[i] = securecookie.New(k, nil).
+	s := signer{name: name, nameBar: []byte(name + "|"), macs: make([]*sync.Pool, len(hashKeys)),
+		codec: securecookie.New(hashKeys[0], nil).
 			MaxAge(0). // no wall-clock limit: AbsoluteTimeout may exceed 30 days
 			MaxLength(maxCookieValue).
-			SetSerializer(securecookie.NopEncoder{})
+			SetSerializer(securecookie.NopEncoder{})}
+	for i, k := range hashKeys {
 		s.macs[i] = &sync.Pool{New: func() any { return &verifier{mac: hmac.New(sha256.New, k)} }}
 	}
 	return s
@@ -60,12 +59,12 @@ func newSigner(name string, hashKeys [][]byte) signer {
 
 // encode returns the signed form of key, signed with the first hash key.
 func (s signer) encode(key []byte) (string, error) {
-	return s.codecs[0].Encode(s.name, key)
+	return s.codec.Encode(s.name, key)
 }
 
 // decode verifies value with every hash key and returns the session key it
 // carries, or false. It never touches the database. It accepts exactly what
-// securecookie's Decode accepts for a 32-byte key with the codecs' settings
+// securecookie's Decode accepts for a 32-byte key with the codec's settings
 // (FuzzCookie checks both agree), without its per-call allocations:
 // value is base64url("date|base64url(key)|mac"), with mac the HMAC-SHA256
 // of "name|date|base64url(key)".
