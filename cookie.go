@@ -29,7 +29,7 @@ const maxCookieValue = 512
 // is disabled.
 type signer struct {
 	name    string
-	nameBar []byte               // name + "|", the start of every MAC's input
+	nameBar []byte             // name + "|", the start of every MAC's input
 	codec   securecookie.Codec // signs, with the first hash key
 	macs    []*sync.Pool       // of *verifier, one pool per hash key: they verify
 }
