@@ -374,10 +374,24 @@ func (b *PostgresBackend) expand(out *strings.Builder, query string, args []any,
 	return nil
 }
 
-// writeLiteral writes v to out as literal returns it, without the
-// intermediate string for the common bytea case.
+// writeLiteral writes v to out as a PostgreSQL literal: NULL, a boolean,
+// an integer, bytea as hex, a string or timestamp as an escape string
+// E'...', or a text[] array.
 func writeLiteral(out *strings.Builder, v any) error {
-	if v, ok := v.([]byte); ok && v != nil {
+	switch v := v.(type) {
+	case nil:
+		out.WriteString("NULL")
+	case bool:
+		out.WriteString(strings.ToUpper(strconv.FormatBool(v)))
+	case int:
+		out.WriteString(strconv.Itoa(v))
+	case int64:
+		out.WriteString(strconv.FormatInt(v, 10))
+	case []byte:
+		if v == nil {
+			out.WriteString("NULL")
+			break
+		}
 		out.WriteString(`E'\\x`)
 		var buf [64]byte
 		for len(v) > 0 {
@@ -387,65 +401,47 @@ func writeLiteral(out *strings.Builder, v any) error {
 			v = v[k:]
 		}
 		out.WriteString(`'::bytea`)
-		return nil
-	}
-	lit, err := literal(v)
-	if err != nil {
-		return err
-	}
-	out.WriteString(lit)
-	return nil
-}
-
-// literal returns v as a PostgreSQL literal that means v whatever
-// standard_conforming_strings says: strings are E'...' with backslash and
-// quote escaped, bytea is hex. Strings must be valid UTF-8 without NUL
-// (which PostgreSQL text cannot hold in any case).
-func literal(v any) (string, error) {
-	switch v := v.(type) {
-	case nil:
-		return "NULL", nil
-	case bool:
-		if v {
-			return "TRUE", nil
-		}
-		return "FALSE", nil
-	case int:
-		return strconv.Itoa(v), nil
-	case int64:
-		return strconv.FormatInt(v, 10), nil
-	case []byte:
-		if v == nil {
-			return "NULL", nil
-		}
-		return `E'\\x` + hex.EncodeToString(v) + `'::bytea`, nil
 	case string:
-		return quoteString(v)
+		return writeString(out, v)
 	case time.Time:
-		return quoteString(string(pq.FormatTimestamp(v)))
+		return writeString(out, string(pq.FormatTimestamp(v)))
 	case []string:
 		if v == nil {
-			return "NULL", nil
+			out.WriteString("NULL")
+			break
 		}
-		elems := make([]string, len(v))
-		for i, s := range v {
-			q, err := quoteString(s)
-			if err != nil {
-				return "", err
+		out.WriteString("ARRAY[")
+		for i, e := range v {
+			if i > 0 {
+				out.WriteByte(',')
 			}
-			elems[i] = q
+			if err := writeString(out, e); err != nil {
+				return err
+			}
 		}
-		return "ARRAY[" + strings.Join(elems, ",") + "]::text[]", nil
+		out.WriteString("]::text[]")
+	default:
+		return fmt.Errorf("pgsession: cannot write %T as a literal", v)
 	}
-	return "", fmt.Errorf("pgsession: cannot write %T as a literal", v)
+	return nil
 }
 
 // quoteString returns s as an escape string literal E'...'.
 func quoteString(s string) (string, error) {
+	var out strings.Builder
+	err := writeString(&out, s)
+	return out.String(), err
+}
+
+// writeString writes s to out as an escape string literal E'...'.
+func writeString(out *strings.Builder, s string) error {
 	if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
-		return "", fmt.Errorf("pgsession: string %q is not valid UTF-8 text without NUL", s)
+		return fmt.Errorf("pgsession: string %q is not valid UTF-8 text without NUL", s)
 	}
-	return "E'" + escaper.Replace(s) + "'", nil
+	out.WriteString("E'")
+	_, _ = escaper.WriteString(out, s)
+	out.WriteByte('\'')
+	return nil
 }
 
 // escaper doubles backslashes and single quotes, for E'...'.
