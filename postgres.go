@@ -56,10 +56,10 @@ type PostgresBackend struct {
 	base    string // unquoted table name without schema, for index names
 	schema  string // unquoted schema, or "" for the search path
 	timeout time.Duration
-	err     error    // a bad option, reported by every call
-	inline  bool     // the driver is lib/pq: values go into the text, see run
-	prepare bool     // WithPreparedStatements: run statements with EXECUTE
-	stmts   sync.Map // query template -> *preparedStatement, see prepared.go
+	err     error // a bad option, reported by every call
+	inline  bool  // the driver is lib/pq: values go into the text, see run
+	mode    statementMode
+	stmts   sync.Map // query template -> *preparedStatement or *sql.Stmt, see prepared.go
 }
 
 // PostgresOption configures a PostgresBackend.
@@ -101,8 +101,32 @@ func WithQueryTimeout(d time.Duration) PostgresOption {
 //
 // Each server connection holds the backend's prepared statements (a dozen
 // plans) until it closes.
+//
+// On a direct connection, WithDriverPreparedStatements is faster still.
+// Of the two options, the last one given applies.
 func WithPreparedStatements() PostgresOption {
-	return func(b *PostgresBackend) { b.prepare = true }
+	return func(b *PostgresBackend) { b.mode = modeExecute }
+}
+
+// WithDriverPreparedStatements runs each statement of the backend as a
+// prepared statement of the driver (a database/sql *sql.Stmt, which
+// database/sql prepares once on each pool connection that runs it), its
+// values sent as parameters: the fastest mode, with any driver, for a
+// connection straight to PostgreSQL or through a pooler in session mode.
+//
+// Do not use it behind a transaction pooler (PgBouncer pool_mode=transaction,
+// the default endpoint of many hosted services) unless the pooler tracks
+// prepared statements itself (PgBouncer 1.21 or later with
+// max_prepared_statements set): lib/pq names its prepared statements by a
+// per-connection counter ("1", "2", ...), so on the server connection such
+// a pooler picks, a name can stand for a statement another client prepared
+// there, and run it. WithPreparedStatements is the mode for such poolers.
+// Of the two options, the last one given applies.
+//
+// Each pool connection holds the backend's statements (a dozen) until it
+// closes or the backend is closed (see Close).
+func WithDriverPreparedStatements() PostgresOption {
+	return func(b *PostgresBackend) { b.mode = modeDriver }
 }
 
 // NewPostgresBackend returns a backend that stores sessions in db. Call
@@ -116,7 +140,8 @@ func NewPostgresBackend(db *sqlx.DB, opts ...PostgresOption) *PostgresBackend {
 	if db == nil {
 		b.err = errors.New("pgsession: NewPostgresBackend: db is nil")
 	} else {
-		_, b.inline = db.Driver().(*pq.Driver)
+		_, isPQ := db.Driver().(*pq.Driver)
+		b.inline = isPQ && b.mode != modeDriver
 	}
 	return b
 }
@@ -212,11 +237,25 @@ func (b *PostgresBackend) withTimeout(ctx context.Context) (context.Context, con
 	return ctx, func() {}
 }
 
-// Close releases nothing and returns nil: the backend holds no connection
-// of its own (prepared statements, see WithPreparedStatements, belong to
-// the server connections and end with them). It does not close the
-// database. It exists so that callers may treat the backend as an io.Closer.
-func (b *PostgresBackend) Close() error { return nil }
+// Close closes the statements prepared by WithDriverPreparedStatements, and
+// returns their first error; a later call prepares them again (a call in
+// flight during Close may fail). Otherwise
+// it releases nothing and returns nil: the backend holds no connection of
+// its own (statements prepared by WithPreparedStatements belong to the
+// server connections and end with them). It does not close the database.
+func (b *PostgresBackend) Close() error {
+	var first error
+	b.stmts.Range(func(query, v any) bool {
+		if st, ok := v.(*sql.Stmt); ok {
+			b.stmts.Delete(query)
+			if err := st.Close(); first == nil {
+				first = err
+			}
+		}
+		return true
+	})
+	return first
+}
 
 // exec runs query with args and returns the rows it affected.
 func (b *PostgresBackend) exec(ctx context.Context, query string, args ...any) (int64, error) {
@@ -251,13 +290,16 @@ func (b *PostgresBackend) run(ctx context.Context, query string, args []any, sca
 	}
 	var (
 		ps   *preparedStatement
+		st   *sql.Stmt
 		text string
 		err  error
 	)
-	if b.prepare && b.inline {
+	switch {
+	case b.mode == modeDriver: // the statement's text is rendered once, by driverStatement
+	case b.mode == modeExecute && b.inline:
 		ps = b.prepared(query)
 		text, err = b.execute(ps, args)
-	} else {
+	default:
 		text, err = b.render(query, args)
 	}
 	if err != nil {
@@ -268,12 +310,17 @@ func (b *PostgresBackend) run(ctx context.Context, query string, args []any, sca
 	}
 	ctx, cancel := b.withTimeout(ctx)
 	defer cancel()
+	if b.mode == modeDriver {
+		if st, err = b.driverStatement(ctx, query); err != nil {
+			return 0, b.explain(err)
+		}
+	}
 	// Like database/sql's own methods, retry on a connection found dead
 	// (driver.ErrBadConn): every statement of the backend is safe to repeat.
 	// A prepared statement missing on the server connection is prepared in
 	// the same message as its EXECUTE; see prepared.go.
 	for attempt, misses := 1, 0; ; {
-		n, err := b.attempt(ctx, text, args, scan)
+		n, err := b.attempt(ctx, st, text, args, scan)
 		if ps != nil && err != nil && ctx.Err() == nil && misses < maxPrepareMisses {
 			if next, ok := ps.retry(text, err); ok {
 				text, misses = next, misses+1
@@ -293,7 +340,9 @@ func (b *PostgresBackend) run(ctx context.Context, query string, args []any, sca
 // the context's own error, unwrapped, when it ended before a connection was
 // handed to the driver; once the statement is sent, lib/pq cancels it on
 // the server and reports that (SQLSTATE 57014) or a later error.
-func (b *PostgresBackend) attempt(ctx context.Context, text string, args []any, scan func(*sql.Rows) error) (int64, error) {
+//
+// With a non-nil st, the statement run is st (text is its text).
+func (b *PostgresBackend) attempt(ctx context.Context, st *sql.Stmt, text string, args []any, scan func(*sql.Rows) error) (int64, error) {
 	start := time.Now()
 	var (
 		n    int64
@@ -302,14 +351,24 @@ func (b *PostgresBackend) attempt(ctx context.Context, text string, args []any, 
 	)
 	if scan == nil {
 		var res sql.Result
-		if res, err = b.db.ExecContext(ctx, text, args...); err == nil {
+		if st != nil {
+			res, err = st.ExecContext(ctx, args...)
+		} else {
+			res, err = b.db.ExecContext(ctx, text, args...)
+		}
+		if err == nil {
 			n, err = res.RowsAffected()
 		} else {
 			sent = err != ctx.Err() //nolint:errorlint // identity: the bare context error
 		}
 	} else {
 		var rows *sql.Rows
-		if rows, err = b.db.QueryContext(ctx, text, args...); err == nil {
+		if st != nil {
+			rows, err = st.QueryContext(ctx, args...)
+		} else {
+			rows, err = b.db.QueryContext(ctx, text, args...)
+		}
+		if err == nil {
 			err = scan(rows)
 			if cerr := rows.Close(); err == nil {
 				err = cerr

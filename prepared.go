@@ -1,13 +1,46 @@
 package pgsession
 
 import (
+	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 )
+
+// statementMode is how the backend sends its statements.
+type statementMode int
+
+const (
+	modeText    statementMode = iota // the default: plain statements
+	modeExecute                      // WithPreparedStatements: SQL PREPARE and EXECUTE (lib/pq)
+	modeDriver                       // WithDriverPreparedStatements: the driver's prepared statements
+)
+
+// driverStatement returns the pool's prepared statement for the template
+// query, preparing it on first use. database/sql prepares it again on each
+// pool connection that runs it.
+func (b *PostgresBackend) driverStatement(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := b.stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	text, err := b.render(query, nil) // {t} only: values are parameters in this mode
+	if err != nil {
+		return nil, err
+	}
+	st, err := b.db.PrepareContext(ctx, text)
+	if err != nil {
+		return nil, err
+	}
+	if actual, loaded := b.stmts.LoadOrStore(query, st); loaded {
+		_ = st.Close() // another call prepared it first
+		return actual.(*sql.Stmt), nil
+	}
+	return st, nil
+}
 
 // Prepared statements (WithPreparedStatements).
 //

@@ -61,6 +61,83 @@ func TestPreparedStatementsArePrepared(t *testing.T) {
 	}
 }
 
+// The conformance suite passes with the driver's prepared statements on a
+// direct connection.
+func TestDriverPreparedStatements(t *testing.T) {
+	pgsessiontest.TestBackend(t, func(t *testing.T) pgsession.Backend {
+		b, _ := pgtest.NewBackend(t, "postgres", pgsession.WithDriverPreparedStatements())
+		return b
+	})
+}
+
+// With WithDriverPreparedStatements the driver really prepares the
+// statement: after three Loads, the connection holds one prepared SELECT of
+// the table, run three times with its value as a parameter, and no
+// pgsession_ statement of the other mode. Close closes it on the connection.
+func TestDriverPreparedStatementsArePrepared(t *testing.T) {
+	direct := pgtest.Open(t, "postgres")
+	table := pgtest.Schema(t, direct) + ".sessions"
+	db, err := sqlx.Open("postgres", pgtest.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1) // one server connection, to look at its statements
+	ctx := context.Background()
+	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(table), pgsession.WithPreparedStatements(), pgsession.WithDriverPreparedStatements())
+	if err := b.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := b.Load(ctx, randomID()); !errors.Is(err, pgsession.ErrNotFound) {
+			t.Fatalf("Load of a missing session = %v, want ErrNotFound", err)
+		}
+	}
+	type stmt struct {
+		Name  string
+		Text  string `db:"statement"`
+		Calls int
+	}
+	list := func() []stmt {
+		var stmts []stmt
+		if err := db.Select(&stmts, `SELECT name, statement, generic_plans + custom_plans AS calls FROM pg_prepared_statements`); err != nil {
+			t.Fatal(err)
+		}
+		return stmts
+	}
+	stmts := list()
+	if len(stmts) != 1 || strings.HasPrefix(stmts[0].Name, "pgsession_") || !strings.Contains(stmts[0].Text, "WHERE key_hash = $1") || stmts[0].Calls != 3 {
+		t.Errorf("prepared on the connection: %+v, want the driver's one SELECT with a parameter, run 3 times", stmts)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if stmts := list(); len(stmts) != 0 {
+		t.Errorf("after Close, prepared on the connection: %+v, want none", stmts)
+	}
+	if _, err := b.Load(ctx, randomID()); !errors.Is(err, pgsession.ErrNotFound) {
+		t.Errorf("Load after Close = %v, want ErrNotFound (prepared again)", err)
+	}
+}
+
+// A statement the driver cannot prepare says so, with the backend's advice.
+func TestDriverPreparedStatementsErrorsAreExplained(t *testing.T) {
+	db := pgtest.Open(t, "postgres")
+	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(pgtest.Schema(t, db)+".sessions"), pgsession.WithDriverPreparedStatements())
+	for range 2 { // the failed statement is not kept
+		_, err := b.Load(context.Background(), randomID())
+		if !errors.Is(err, pgsession.ErrNoTable) || !strings.Contains(err.Error(), "call Migrate") {
+			t.Errorf("Load from a missing table = %v, want ErrNoTable with the advice", err)
+		}
+	}
+	if err := b.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Load(context.Background(), randomID()); !errors.Is(err, pgsession.ErrNotFound) {
+		t.Errorf("Load after Migrate = %v, want ErrNotFound", err)
+	}
+}
+
 // Through PgBouncer in transaction mode the option stays correct: the
 // conformance suite passes.
 func TestPreparedStatementsPgBouncer(t *testing.T) {
@@ -145,6 +222,7 @@ func BenchmarkBackendLoad(b *testing.B) {
 	}{
 		{"literal", nil},
 		{"prepared", []pgsession.PostgresOption{pgsession.WithPreparedStatements()}},
+		{"driver", []pgsession.PostgresOption{pgsession.WithDriverPreparedStatements()}},
 	} {
 		b.Run(mode.name, func(b *testing.B) {
 			backend, _ := pgtest.NewBackend(b, "postgres", mode.opts...)

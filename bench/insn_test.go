@@ -38,7 +38,11 @@ func (f *fixed) DeleteExpired(context.Context, pgsession.Cutoffs, int) (int, err
 
 // benchRead serves /read with cookie through h for b.N requests.
 func benchRead(b *testing.B, h http.Handler, cookie, want string) {
-	req := httptest.NewRequest(http.MethodGet, "/read", nil)
+	// A net/http server's request context can be cancelled, so the driver
+	// watches it: so does this one.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/read", nil)
 	req.Header.Set("Cookie", cookie)
 	b.ReportAllocs()
 	for b.Loop() {

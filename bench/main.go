@@ -55,7 +55,9 @@ var specs = []spec{
 	{name: "pgsession", build: newPgsession(), via: "direct", cookie: pgsession.DefaultCookieName, loads: allLoads,
 		about: "this library, default mode (values inlined as literals, no prepared statements), default timeouts"},
 	{name: "pgsession-prepared", build: newPgsession(pgsession.WithPreparedStatements()), via: "direct", cookie: pgsession.DefaultCookieName, loads: allLoads,
-		about: "this library with WithPreparedStatements (the README's recommendation for direct connections)"},
+		about: "this library with WithPreparedStatements (SQL PREPARE/EXECUTE; the README's recommendation behind transaction poolers)"},
+	{name: "pgsession-driver", build: newPgsession(pgsession.WithDriverPreparedStatements()), via: "direct", cookie: pgsession.DefaultCookieName, loads: allLoads,
+		about: "this library with WithDriverPreparedStatements (the driver's prepared statements; the README's recommendation for direct connections)"},
 	{name: "pgsession-bouncer", build: newPgsession(), via: "pgbouncer", cookie: pgsession.DefaultCookieName, loads: []string{"read", "write"},
 		about: "pgsession, default mode, through PgBouncer (transaction mode)"},
 	{name: "pgsession-prepared-bouncer", build: newPgsession(pgsession.WithPreparedStatements()), via: "pgbouncer", cookie: pgsession.DefaultCookieName,
@@ -98,7 +100,7 @@ func ref(impl, workload string) string {
 
 // The configurations the README recommends.
 const (
-	recommendedDirect = "pgsession-prepared"
+	recommendedDirect = "pgsession-driver"
 	recommendedPooler = "pgsession-prepared-bouncer"
 )
 

@@ -195,7 +195,7 @@ func markdown(r *report, o options) string {
 		}
 		fmt.Fprintf(&b, "| %s (%s / %s) | %s | %s |\n", t.what, t.a, t.b, x, met)
 	}
-	b.WriteString("\npgsession against its peers (req/s ratio, median of the per-round ratios):\n\n| workload | pgsession-prepared / scs | pgsession-prepared / scs-redis | pgsession / scs | pgsession / scs-redis |\n|---|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "\npgsession against its peers (req/s ratio, median of the per-round ratios):\n\n| workload | %[1]s / scs | %[1]s / scs-redis | pgsession / scs | pgsession / scs-redis |\n|---|---:|---:|---:|---:|\n", recommendedDirect)
 	for _, w := range o.workloads {
 		if w == "anonymous" {
 			continue
@@ -217,7 +217,7 @@ func stat(x float64) string {
 // svg renders a chart of the medians: requests per second by workload and
 // implementation, and server CPU per request.
 func svg(r *report, o options) string {
-	colors := map[string]string{"pgsession": "#90cdf4", "pgsession-prepared": "#2b6cb0", "pgsession-bouncer": "#b794f4",
+	colors := map[string]string{"pgsession": "#90cdf4", "pgsession-prepared": "#4299e1", "pgsession-driver": "#2b6cb0", "pgsession-bouncer": "#b794f4",
 		"pgsession-prepared-bouncer": "#6b46c1", "scs": "#dd6b20", "scs-redis": "#e53e3e", "floor": "#718096",
 		"floor-strict": "#2d3748", "floor-bouncer": "#a0aec0", "hello": "#38a169"}
 	const (

@@ -39,6 +39,16 @@ func TestPostgresBackendPgx(t *testing.T) {
 	})
 }
 
+// WithDriverPreparedStatements works with pgx too (database/sql's Stmt on
+// pgx's connections).
+func TestPostgresBackendPgxDriverPreparedStatements(t *testing.T) {
+	pgtest.Open(t, "pgx")
+	pgsessiontest.TestBackend(t, func(t *testing.T) pgsession.Backend {
+		b, _ := pgtest.NewBackend(t, "pgx", pgsession.WithDriverPreparedStatements())
+		return b
+	})
+}
+
 // pgx in its default mode (cache_statement) relies on prepared statements
 // that PgBouncer 1.18 cannot carry between server connections: that must
 // fail loudly and say what to change, never run a wrong statement.

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// The Go side of a read request on a real PostgreSQL (at $DATABASE_URL, or
+// the local server): the same /read route as the Fixed benchmarks, with the
+// driver, database/sql and the round trip included. Under callgrind
+// ("-insn") the count is of this process's instructions only: the
+// database's work is not in it.
+
+// pgEnv returns a pool on the benchmark database and a table name in a
+// schema of its own, dropped when b ends.
+func pgEnv(b *testing.B) env {
+	url := envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	db, err := sqlx.Open("postgres", url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Ping(); err != nil {
+		_ = db.Close()
+		b.Skipf("no PostgreSQL at %s: %v", url, err)
+	}
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	schema := "bench_" + hex.EncodeToString(id[:])
+	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_, _ = db.Exec("DROP SCHEMA " + schema + " CASCADE")
+		_ = db.Close()
+	})
+	return env{db: db, table: schema + ".sessions"}
+}
+
+// pgRead builds the implementation named name on PostgreSQL and returns
+// its handler and the cookie of a session holding n=1.
+func pgRead(b *testing.B, name string) (http.Handler, string) {
+	sp, ok := specByName(name)
+	if !ok {
+		b.Fatalf("no implementation %q", name)
+	}
+	im, err := sp.build(context.Background(), pgEnv(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	im.handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/write", nil))
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == sp.cookie {
+			return im.handler, c.Name + "=" + c.Value
+		}
+	}
+	b.Fatalf("/write set no cookie %s: %v", sp.cookie, rec.Result().Header)
+	return nil, ""
+}
+
+func BenchmarkReadPostgres(b *testing.B) {
+	for _, c := range []struct{ name, want string }{
+		{"pgsession", "1"},
+		{"pgsession-prepared", "1"},
+		{"pgsession-driver", "1"},
+		{"floor", "1"},
+		{"floor-strict", `{"n": 1}`},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			h, cookie := pgRead(b, c.name)
+			benchRead(b, h, cookie, c.want)
+		})
+	}
+}
