@@ -508,29 +508,44 @@ var escaper = strings.NewReplacer(`\`, `\\`, `'`, `''`)
 
 // Load implements Backend: one indexed SELECT.
 func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
-	rec := &Record{ID: id}
-	var data, sid []byte
-	var lt storedLifetime
-	found := false
-	_, err := b.run(ctx, sqlLoad, []any{id[:]}, func(rows *sql.Rows) error {
-		if !rows.Next() {
-			return rows.Err()
-		}
-		found = true
-		return rows.Scan(&data, &rec.Created, &rec.Accessed, &sid, &lt.idle, &lt.absolute, &lt.persistent)
-	})
-	if err != nil {
+	l := &loadedRow{rec: Record{ID: id}}
+	l.args[0] = l.rec.ID[:]
+	if _, err := b.run(ctx, sqlLoad, l.args[:], l.scan); err != nil {
 		return nil, err
 	}
-	if !found {
+	if !l.found {
 		return nil, ErrNotFound
 	}
-	copy(rec.SessionID[:], sid)
-	rec.Lifetime = lt.lifetime()
-	if err := json.Unmarshal(data, &rec.Data); err != nil {
-		return nil, fmt.Errorf("pgsession: session %s: stored data is not a JSON object: %w", id, err)
+	if l.decodeErr != nil {
+		return nil, fmt.Errorf("pgsession: session %s: stored data is not a JSON object: %w", id, l.decodeErr)
 	}
-	return rec, nil
+	l.rec.Lifetime = l.lt.lifetime()
+	return &l.rec, nil
+}
+
+// loadedRow is what Load reads, in one allocation: the record and the
+// scan's destinations.
+type loadedRow struct {
+	rec       Record
+	args      [1]any
+	data, sid sql.RawBytes // valid until the rows move on: decoded in scan
+	lt        storedLifetime
+	found     bool
+	decodeErr error
+}
+
+// scan reads the row, if any, and decodes its data.
+func (l *loadedRow) scan(rows *sql.Rows) error {
+	if !rows.Next() {
+		return rows.Err()
+	}
+	if err := rows.Scan(&l.data, &l.rec.Created, &l.rec.Accessed, &l.sid, &l.lt.idle, &l.lt.absolute, &l.lt.persistent); err != nil {
+		return err
+	}
+	l.found = true
+	copy(l.rec.SessionID[:], l.sid)
+	l.decodeErr = json.Unmarshal(l.data, &l.rec.Data)
+	return nil
 }
 
 // Apply implements Backend: one statement per action. An insert or rotation
@@ -904,10 +919,10 @@ func (b *PostgresBackend) Check(ctx context.Context) error {
 // driver that prepares statements) names the driver setting to change.
 // Other errors, and nil, are returned unchanged.
 func (b *PostgresBackend) explain(err error) error {
-	var e interface{ SQLState() string } // *pq.Error and pgx's *pgconn.PgError
 	if err == nil {
 		return nil
 	}
+	var e interface{ SQLState() string } // *pq.Error and pgx's *pgconn.PgError
 	state := ""
 	if errors.As(err, &e) {
 		state = e.SQLState()

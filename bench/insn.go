@@ -19,7 +19,10 @@ type insnResult struct {
 }
 
 // insnBenchmarks are the loops of insn_test.go that -insn counts.
+// The BenchmarkReadPostgres loops include the driver and database/sql (the
+// database's own work is another process, not counted).
 var insnBenchmarks = []string{"BenchmarkReadPgsessionMemory", "BenchmarkReadPgsessionFixed", "BenchmarkReadFloorFixed", "BenchmarkReadFloorStrictFixed",
+	"BenchmarkReadPostgres/pgsession", "BenchmarkReadPostgres/" + recommendedDirect, "BenchmarkReadPostgres/floor", "BenchmarkReadPostgres/floor-strict",
 	"BenchmarkAnonPgsession", "BenchmarkAnonHello"}
 
 // instructions counts the instructions per request of each read loop of
@@ -29,7 +32,7 @@ var insnBenchmarks = []string{"BenchmarkReadPgsessionMemory", "BenchmarkReadPgse
 // GOGC=off (no collection during the loop, so the count does not depend on
 // when one happens; allocations are reported separately by -benchmem),
 // GOMAXPROCS=1 and asyncpreemptoff=1 make the count repeatable.
-func instructions() ([]insnResult, error) {
+func instructions(databaseURL string) ([]insnResult, error) {
 	if _, err := exec.LookPath("valgrind"); err != nil {
 		return nil, errors.New("-insn needs valgrind (apt-get install valgrind)")
 	}
@@ -47,7 +50,7 @@ func instructions() ([]insnResult, error) {
 	for _, name := range insnBenchmarks {
 		var total [2]float64
 		for i, n := range []int{short, long} {
-			if total[i], err = callgrind(bin, name, n); err != nil {
+			if total[i], err = callgrind(bin, databaseURL, name, n); err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
 		}
@@ -60,12 +63,13 @@ func instructions() ([]insnResult, error) {
 
 var collected = regexp.MustCompile(`Collected : (\d+)`)
 
-// callgrind returns the instructions the benchmark executes with n
-// iterations.
-func callgrind(bin, name string, n int) (float64, error) {
+// callgrind returns the instructions the benchmark name ("Benchmark" or
+// "Benchmark/sub") executes with n iterations.
+func callgrind(bin, databaseURL, name string, n int) (float64, error) {
+	pattern := "^" + strings.ReplaceAll(name, "/", "$/^") + "$"
 	cmd := exec.Command("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", bin,
-		"-test.run", "^$", "-test.bench", "^"+name+"$", "-test.benchtime", strconv.Itoa(n)+"x")
-	cmd.Env = append(os.Environ(), "GOGC=off", "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1")
+		"-test.run", "^$", "-test.bench", pattern, "-test.benchtime", strconv.Itoa(n)+"x")
+	cmd.Env = append(os.Environ(), "GOGC=off", "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1", "DATABASE_URL="+databaseURL)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("valgrind: %w: %s", err, lastLines(string(out), 10))

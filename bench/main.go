@@ -327,7 +327,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		return nil, err
 	}
 	if o.insn {
-		if rep.Insn, err = instructions(); err != nil {
+		if rep.Insn, err = instructions(o.url); err != nil {
 			return nil, err
 		}
 	}
