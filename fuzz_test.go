@@ -122,3 +122,32 @@ func FuzzSessionData(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeData checks the read path's JSON decoder against
+// json.Unmarshal into a map[string]json.RawMessage: the same error or
+// success, the same keys and the same value bytes, for any input.
+func FuzzDecodeData(f *testing.F) {
+	for _, s := range []string{`{}`, `{"n": 1}`, ` { "k" : "v" , "n":[1, {"a": "}]"}]} `, `{"a":1,"a":2}`,
+		`{"a\"b\\c": "x\"y", "\u00e9": null, "t": true}`, "{\"\xff\": 1}", `null`, `[1]`, `"x"`, `{"a":1,}`, ``, `{"a":-1.5e3}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := decodeData(data)
+		var want map[string]json.RawMessage
+		wantErr := json.Unmarshal(data, &want)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("decodeData(%q) error %v, json.Unmarshal %v", data, err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		if (got == nil) != (want == nil) || len(got) != len(want) {
+			t.Fatalf("decodeData(%q) = %q, json.Unmarshal %q", data, got, want)
+		}
+		for k, v := range want {
+			if g, ok := got[k]; !ok || !bytes.Equal(g, v) {
+				t.Fatalf("decodeData(%q)[%q] = %q, json.Unmarshal %q", data, k, g, v)
+			}
+		}
+	})
+}

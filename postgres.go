@@ -544,7 +544,7 @@ func (l *loadedRow) scan(rows *sql.Rows) error {
 	}
 	l.found = true
 	copy(l.rec.SessionID[:], l.sid)
-	l.decodeErr = json.Unmarshal(l.data, &l.rec.Data)
+	l.rec.Data, l.decodeErr = decodeData(l.data)
 	return nil
 }
 
