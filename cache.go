@@ -13,19 +13,26 @@ import (
 // vary adds to every response the request headers that select its session:
 // Cookie when sessions travel in cookies, Authorization when they travel in
 // bearer tokens. A shared cache then keys its copies by them.
-func (m *Manager) vary(h http.Header) {
-	if m.cfg.Carrier.cookies() {
-		addVary(h, "Cookie")
+//
+// A name a nested Manager's middleware added already is not added twice.
+// buf holds the values when h has no Vary yet (the middleware's, allocated
+// with its writer); the slice stored is capped, so a later Add by the
+// handler copies it rather than writing into buf.
+func (m *Manager) vary(h http.Header, buf *[2]string) {
+	have := h["Vary"] // "Vary" is in canonical form
+	add := buf[:0]
+	if m.cfg.Carrier.cookies() && !slices.Contains(have, "Cookie") {
+		add = append(add, "Cookie")
 	}
-	if m.cfg.Carrier.bearer() {
-		addVary(h, "Authorization")
+	if m.cfg.Carrier.bearer() && !slices.Contains(have, "Authorization") {
+		add = append(add, "Authorization")
 	}
-}
-
-// addVary adds name to h's Vary unless a nested Manager's middleware did.
-func addVary(h http.Header, name string) {
-	if !slices.Contains(h.Values("Vary"), name) {
-		h.Add("Vary", name)
+	switch {
+	case len(add) == 0:
+	case len(have) == 0:
+		h["Vary"] = add[:len(add):len(add)]
+	default:
+		h["Vary"] = append(have, add...)
 	}
 }
 

@@ -2,6 +2,7 @@ package pgsession
 
 import (
 	"context"
+	"fmt"
 	"strings"
 )
 
@@ -20,10 +21,36 @@ func innermost(ctx context.Context) *Session {
 	return s
 }
 
-// attach returns a context carrying s, linked to the sessions ctx carries.
-func (m *Manager) attach(ctx context.Context, s *Session) context.Context {
+// attach returns c, set to a context carrying s on top of ctx, with s
+// linked to the sessions ctx carries. c is the caller's (the middleware's
+// is part of its per-request allocation).
+func attach(c *sessionContext, ctx context.Context, s *Session) context.Context {
 	s.outer = innermost(ctx)
-	return context.WithValue(ctx, sessionKey{}, s)
+	*c = sessionContext{Context: ctx, s: s}
+	return c
+}
+
+// sessionContext is context.WithValue(ctx, sessionKey{}, s), as a type of
+// its own so that the middleware allocates it with its writer. The
+// context package still sees through it to the cancellation of its
+// parent (Value answers its lookups from the parent).
+type sessionContext struct {
+	context.Context
+	s *Session
+}
+
+// Value returns the session for sessionKey{}, and what the parent holds for
+// any other key.
+func (c *sessionContext) Value(key any) any {
+	if key == (sessionKey{}) {
+		return c.s
+	}
+	return c.Context.Value(key)
+}
+
+// String describes the context, as the context package's own types do.
+func (c *sessionContext) String() string {
+	return fmt.Sprint(c.Context) + ".WithValue(pgsession.Session)"
 }
 
 // FromContext returns m's session in ctx: the one m's Middleware or Load

@@ -39,7 +39,7 @@ func (m *Manager) Load(ctx context.Context, token string) (context.Context, erro
 	if s.key != nil {
 		s.token = token
 	}
-	return m.attach(ctx, s), nil
+	return attach(new(sessionContext), ctx, s), nil
 }
 
 // Save stores m's session in ctx, which Load put there, by the rules the

@@ -78,7 +78,8 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 		}
 		var buf [maxCookieKeys][]byte
 		keys, bearer := m.keysFromRequest(r, buf[:0])
-		// One allocation for the writer and the session it saves.
+		// One allocation for the writer, the session it saves and more
+		// (see responseWriter).
 		sw := &responseWriter{ResponseWriter: w, m: m}
 		s := &sw.session
 		if err := m.load(r.Context(), s, keys, r.URL.Path); err != nil {
@@ -86,8 +87,8 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		s.bearer, s.hook, s.req = bearer, true, r
-		r = r.WithContext(m.attach(r.Context(), s))
-		m.vary(w.Header())
+		r = r.WithContext(attach(&sw.ctx, r.Context(), s))
+		m.vary(w.Header(), &sw.vary)
 		sw.s, sw.r = s, r
 		next.ServeHTTP(sw, r)
 		sw.commit()
@@ -286,7 +287,11 @@ type responseWriter struct {
 	s *Session // &session
 	r *http.Request
 
-	session Session // allocated with the writer, to save an allocation per request
+	// Allocated with the writer, to save allocations per request: the
+	// session, the request's context carrying it, and the Vary values.
+	session Session
+	ctx     sessionContext
+	vary    [2]string
 
 	committed bool
 	failed    error // set when the save failed; the response was replaced
