@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -148,6 +149,27 @@ func FuzzDecodeData(f *testing.F) {
 			if g, ok := got[k]; !ok || !bytes.Equal(g, v) {
 				t.Fatalf("decodeData(%q)[%q] = %q, json.Unmarshal %q", data, k, g, v)
 			}
+		}
+	})
+}
+
+// FuzzJSONEqual checks jsonEqual's shortcut for scalars against the full
+// comparison (both decoded, numbers kept as text), on valid JSON: what
+// session values are.
+func FuzzJSONEqual(f *testing.F) {
+	for _, p := range [][2]string{{`1`, `2`}, {`1`, `1.0`}, {`"a"`, `"\u0061"`}, {`"<"`, `"\u003c"`}, {`"a" `, `"a"`},
+		{`true`, `true`}, {`null`, `false`}, {"\"\xff\"", "\"\xfe\""}, {`{"a":1}`, `{"a": 1}`}, {`[1,2]`, `[1, 2]`}} {
+		f.Add([]byte(p[0]), []byte(p[1]))
+	}
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		if !json.Valid(a) || !json.Valid(b) {
+			return
+		}
+		x, errA := decodeNumbers(a)
+		y, errB := decodeNumbers(b)
+		want := bytes.Equal(a, b) || errA == nil && errB == nil && reflect.DeepEqual(x, y)
+		if got := jsonEqual(a, b); got != want {
+			t.Fatalf("jsonEqual(%q, %q) = %v, want %v", a, b, got, want)
 		}
 	})
 }

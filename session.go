@@ -371,10 +371,30 @@ func jsonEqual(a, b json.RawMessage) bool {
 	if bytes.Equal(a, b) {
 		return true
 	}
+	if plainScalar(a) && plainScalar(b) {
+		// A number (compared as its literal text), true, false, null or a
+		// string without escapes: equal only as the same bytes.
+		return false
+	}
 	x, errA := decodeNumbers(a)
 	y, errB := decodeNumbers(b)
 	return errA == nil && errB == nil && reflect.DeepEqual(x, y)
 }
+
+// plainScalar reports whether raw is not an object or array, has no
+// surrounding space, and holds no escape and only valid UTF-8 (as Marshal
+// writes a number, string or literal, and decodeData slices one): then its
+// decoded value is told by its bytes alone.
+func plainScalar(raw json.RawMessage) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	first, last := raw[0], raw[len(raw)-1]
+	return first != '{' && first != '[' && !isSpace(first) && !isSpace(last) &&
+		bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw)
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // decodeNumbers decodes raw keeping numbers as their literal text, so that
 // values which differ only beyond float64 precision are not taken as equal.
