@@ -157,6 +157,37 @@ func (c CookieConfig) cookie(name, value string, expires, now time.Time) *http.C
 	return ck
 }
 
+// sessionHeader returns the Set-Cookie value of the session cookie holding
+// value: cookie(c.Name, value, expires, now).String(), without the
+// validation String repeats on every call. New checked the name and path,
+// and a signed value is base64url, so there is nothing to sanitize; a
+// Domain (whose rules String applies) takes String's path.
+func (c CookieConfig) sessionHeader(value string, expires, now time.Time) string {
+	if c.Domain != "" {
+		return c.cookie(c.Name, value, expires, now).String()
+	}
+	b := make([]byte, 0, len(c.Name)+len(value)+len(c.Path)+110)
+	b = append(append(append(b, c.Name...), '='), value...)
+	b = append(append(b, "; Path="...), c.Path...)
+	if !expires.IsZero() {
+		b = expires.UTC().AppendFormat(append(b, "; Expires="...), http.TimeFormat)
+		b = strconv.AppendInt(append(b, "; Max-Age="...), int64(max(int(expires.Sub(now)/time.Second), 1)), 10)
+	}
+	b = append(b, "; HttpOnly"...)
+	if !c.Insecure {
+		b = append(b, "; Secure"...)
+	}
+	switch c.SameSite {
+	case http.SameSiteLaxMode:
+		b = append(b, "; SameSite=Lax"...)
+	case http.SameSiteStrictMode:
+		b = append(b, "; SameSite=Strict"...)
+	case http.SameSiteNoneMode:
+		b = append(b, "; SameSite=None"...)
+	}
+	return string(b)
+}
+
 // indicator returns the public indicator cookie: readable by scripts, it
 // holds no secret, only the session's expiry in Unix seconds (0 for a
 // browser-session cookie), so a front end knows a session may exist.

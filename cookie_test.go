@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -59,5 +60,35 @@ func TestNewKeyIsRandom(t *testing.T) {
 			t.Fatalf("key %x repeated or of length %d", k, len(k))
 		}
 		seen[string(k)] = true
+	}
+}
+
+// sessionHeader writes exactly what http.Cookie.String writes for the
+// session cookie, in every configuration New accepts.
+func TestSessionHeaderIsCookieString(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	value := "MTc2NDUwNDAwMHxRV0pEUkVWR1IwaEpTa3RNVFU1UFVGRlNVMVJWVmxkWVdWcGhZbU5rWldablowaHB8" + "-_=="
+	for _, cfg := range []CookieConfig{
+		{},
+		{Insecure: true},
+		{SameSite: http.SameSiteStrictMode},
+		{SameSite: http.SameSiteNoneMode},
+		{Path: "/app"},
+		{Name: "sid", Path: "/a b"},
+		{Domain: "example.com"},
+		{Domain: ".example.com", Insecure: true},
+		{SessionOnly: true},
+	} {
+		resolved, err := cfg.resolve()
+		if err != nil {
+			t.Fatalf("%+v: %v", cfg, err)
+		}
+		for _, expires := range []time.Time{{}, now.Add(8 * time.Hour), now.Add(time.Millisecond), now.In(time.FixedZone("x", 3600)).Add(time.Hour)} {
+			got := resolved.sessionHeader(value, expires, now)
+			want := resolved.cookie(resolved.Name, value, expires, now).String()
+			if got != want {
+				t.Errorf("%+v, expires %v:\n got %s\nwant %s", cfg, expires, got, want)
+			}
+		}
 	}
 }

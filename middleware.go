@@ -257,7 +257,7 @@ func (m *Manager) setCookies(h http.Header, d decision, key []byte, now time.Tim
 		if err != nil {
 			return fmt.Errorf("pgsession: sign cookie: %w", err)
 		}
-		h.Add("Set-Cookie", cc.cookie(cc.Name, v, d.expires, now).String())
+		h.Add("Set-Cookie", cc.sessionHeader(v, d.expires, now))
 		if cc.IndicatorName != "" {
 			h.Add("Set-Cookie", cc.indicator(d.expires, now).String())
 		}

@@ -19,7 +19,7 @@ type insnResult struct {
 }
 
 // insnBenchmarks are the loops of insn_test.go that -insn counts.
-// The BenchmarkReadPostgres loops include the driver and database/sql (the
+// The BenchmarkReadPostgres loops (postgres_test.go) include the driver and database/sql (the
 // database's own work is another process, not counted).
 var insnBenchmarks = []string{"BenchmarkReadPgsessionMemory", "BenchmarkReadPgsessionFixed", "BenchmarkReadFloorFixed", "BenchmarkReadFloorStrictFixed",
 	"BenchmarkReadPostgres/pgsession", "BenchmarkReadPostgres/" + recommendedDirect, "BenchmarkReadPostgres/floor", "BenchmarkReadPostgres/floor-strict",

@@ -78,3 +78,25 @@ func BenchmarkReadPostgres(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWritePostgres is /write (a read and an increment of the counter)
+// on PostgreSQL, as BenchmarkReadPostgres.
+func BenchmarkWritePostgres(b *testing.B) {
+	for _, name := range []string{"pgsession", recommendedDirect, "floor"} {
+		b.Run(name, func(b *testing.B) {
+			h, cookie := pgRead(b, name)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/write", nil)
+			req.Header.Set("Cookie", cookie)
+			b.ReportAllocs()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatalf("status %d: %q", rec.Code, rec.Body)
+				}
+			}
+		})
+	}
+}
