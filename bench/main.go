@@ -73,7 +73,7 @@ var specs = []spec{
 	{name: "floor-bouncer", build: newFloor(true, false), via: "pgbouncer", params: "binary_parameters=yes", cookie: floorCookie, raw: true,
 		loads: []string{"read"}, about: "the strict floor through PgBouncer: the same SELECT unprepared, parameters in the same message (lib/pq binary_parameters=yes)"},
 	{name: "hello", build: newHello, loads: []string{"anonymous"},
-		about: "a bare net/http handler, no session: the ceiling of the HTTP stack"},
+		about: "the app with no session middleware (/anon through the same ServeMux): the ceiling for an anonymous request"},
 }
 
 func specByName(name string) (spec, bool) {
