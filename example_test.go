@@ -193,6 +193,30 @@ func ExampleNewPostgresBackend() {
 	log.Fatal(http.ListenAndServe(":8080", m.Middleware(http.NotFoundHandler())))
 }
 
+// Choose the statement mode by deployment: the driver's prepared statements
+// on a direct connection, SQL PREPARE/EXECUTE behind a transaction pooler
+// such as PgBouncer.
+func ExampleWithDriverPreparedStatements() {
+	db, err := sqlx.Open("postgres", os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	mode := pgsession.WithDriverPreparedStatements()
+	if os.Getenv("DATABASE_BEHIND_PGBOUNCER") != "" {
+		mode = pgsession.WithPreparedStatements()
+	}
+	backend := pgsession.NewPostgresBackend(db, mode)
+	defer backend.Close() // closes the prepared statements
+	if err := backend.Migrate(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	m, err := pgsession.New(pgsession.Config{Backend: backend, HashKeys: [][]byte{exampleKey}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Fatal(http.ListenAndServe(":8080", m.Middleware(http.NotFoundHandler())))
+}
+
 // Show a flash message once, on the page a form redirects to.
 func ExampleSession_Pop() {
 	m, _ := pgsession.New(pgsession.Config{Backend: pgsession.NewMemoryBackend(), HashKeys: [][]byte{exampleKey}})
