@@ -205,8 +205,7 @@ func ExampleWithDriverPreparedStatements() {
 	if os.Getenv("DATABASE_BEHIND_PGBOUNCER") != "" {
 		mode = pgsession.WithPreparedStatements()
 	}
-	backend := pgsession.NewPostgresBackend(db, mode)
-	defer backend.Close() // closes the prepared statements
+	backend := pgsession.NewPostgresBackend(db, mode) // backend.Close closes its prepared statements
 	if err := backend.Migrate(context.Background()); err != nil {
 		log.Fatal(err)
 	}
