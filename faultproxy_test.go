@@ -60,24 +60,34 @@ func TestFaultCutAfterStatement(t *testing.T) {
 	if longRun() {
 		d = 30 * time.Second
 	}
+	modes := []struct {
+		name string
+		opts []pgsession.PostgresOption
+	}{
+		{"", nil},
+		// Each new connection prepares the statements again.
+		{"/driver-prepared", []pgsession.PostgresOption{pgsession.WithDriverPreparedStatements()}},
+	}
 	for _, driver := range drivers {
 		for _, close := range []string{"fin", "rst"} {
-			t.Run(driver+"/"+close, func(t *testing.T) {
-				p, a := proxiedApp(t, driver, pgsession.WithQueryTimeout(5*time.Second))
-				k := newTopoChecker(t, func() string { return a.srv.URL }, 30*time.Second)
-				p.CutAfterStatements(7, close == "rst")
-				cs := k.run(8, d, 5000, nil)
-				p.CutAfterStatements(0, false)
-				k.settle(cs, 10*time.Second)
-				t.Logf("%s, %v; %s; duplicate-key errors %d; stats %+v", driver, p, k.summary(), a.duplicateKeys(), a.m.Stats())
-				k.report(t)
-				if n := a.duplicateKeys(); n != 0 {
-					t.Errorf("%d saves failed on a duplicate key", n)
-				}
-				if p.Stats().Cuts == 0 || k.acks.Load() == 0 {
-					t.Error("the test exercised too little: no cut or no acknowledged write")
-				}
-			})
+			for _, mode := range modes {
+				t.Run(driver+"/"+close+mode.name, func(t *testing.T) {
+					p, a := proxiedApp(t, driver, append(mode.opts, pgsession.WithQueryTimeout(5*time.Second))...)
+					k := newTopoChecker(t, func() string { return a.srv.URL }, 30*time.Second)
+					p.CutAfterStatements(7, close == "rst")
+					cs := k.run(8, d, 5000, nil)
+					p.CutAfterStatements(0, false)
+					k.settle(cs, 10*time.Second)
+					t.Logf("%s, %v; %s; duplicate-key errors %d; stats %+v", driver, p, k.summary(), a.duplicateKeys(), a.m.Stats())
+					k.report(t)
+					if n := a.duplicateKeys(); n != 0 {
+						t.Errorf("%d saves failed on a duplicate key", n)
+					}
+					if p.Stats().Cuts == 0 || k.acks.Load() == 0 {
+						t.Error("the test exercised too little: no cut or no acknowledged write")
+					}
+				})
+			}
 		}
 	}
 }
