@@ -152,9 +152,15 @@ func (c CookieConfig) cookie(name, value string, expires, now time.Time) *http.C
 	}
 	if !expires.IsZero() {
 		ck.Expires = expires.UTC()
-		ck.MaxAge = max(int(expires.Sub(now)/time.Second), 1)
+		ck.MaxAge = maxAge(expires, now)
 	}
 	return ck
+}
+
+// maxAge is a cookie's Max-Age in seconds for expires, at least 1 (0 would
+// mean "no Max-Age" to net/http).
+func maxAge(expires, now time.Time) int {
+	return max(int(expires.Sub(now)/time.Second), 1)
 }
 
 // sessionHeader returns the Set-Cookie value of the session cookie holding
@@ -171,7 +177,7 @@ func (c CookieConfig) sessionHeader(value string, expires, now time.Time) string
 	b = append(append(b, "; Path="...), c.Path...)
 	if !expires.IsZero() {
 		b = expires.UTC().AppendFormat(append(b, "; Expires="...), http.TimeFormat)
-		b = strconv.AppendInt(append(b, "; Max-Age="...), int64(max(int(expires.Sub(now)/time.Second), 1)), 10)
+		b = strconv.AppendInt(append(b, "; Max-Age="...), int64(maxAge(expires, now)), 10)
 	}
 	b = append(b, "; HttpOnly"...)
 	if !c.Insecure {

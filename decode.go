@@ -100,11 +100,7 @@ func endOfValue(b []byte, i int) int {
 			}
 		}
 	}
-	for i < len(b) { // a number, true, false or null
-		switch b[i] {
-		case ',', '}', ']', ' ', '\t', '\n', '\r':
-			return i
-		}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && !isSpace(b[i]) { // a number, true, false or null
 		i++
 	}
 	return i
