@@ -25,18 +25,20 @@ func TestPreparedStatements(t *testing.T) {
 	})
 }
 
-// The statements really are prepared: after a Load, the server connection
-// holds a pgsession_ statement, and the next Load runs it.
-func TestPreparedStatementsArePrepared(t *testing.T) {
+// loadMissingThrice migrates a backend with opts on a pool of one server
+// connection (so a test can look at that connection's statements), and
+// loads three missing sessions through it.
+func loadMissingThrice(t *testing.T, opts ...pgsession.PostgresOption) (*sqlx.DB, *pgsession.PostgresBackend) {
+	t.Helper()
 	direct := pgtest.Open(t, "postgres")
 	table := pgtest.Schema(t, direct) + ".sessions"
 	db, err := sqlx.Open("postgres", pgtest.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	db.SetMaxOpenConns(1) // one server connection, to look at its statements
-	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(table), pgsession.WithPreparedStatements())
+	t.Cleanup(func() { _ = db.Close() })
+	db.SetMaxOpenConns(1)
+	b := pgsession.NewPostgresBackend(db, append([]pgsession.PostgresOption{pgsession.WithTable(table)}, opts...)...)
 	if err := b.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -45,6 +47,13 @@ func TestPreparedStatementsArePrepared(t *testing.T) {
 			t.Fatalf("Load of a missing session = %v, want ErrNotFound", err)
 		}
 	}
+	return db, b
+}
+
+// The statements really are prepared: after a Load, the server connection
+// holds a pgsession_ statement, and the next Load runs it.
+func TestPreparedStatementsArePrepared(t *testing.T) {
+	db, _ := loadMissingThrice(t, pgsession.WithPreparedStatements())
 	var names []string
 	if err := db.Select(&names, `SELECT name FROM pg_prepared_statements WHERE name LIKE 'pgsession\_%'`); err != nil {
 		t.Fatal(err)
@@ -75,24 +84,8 @@ func TestDriverPreparedStatements(t *testing.T) {
 // the table, run three times with its value as a parameter, and no
 // pgsession_ statement of the other mode. Close closes it on the connection.
 func TestDriverPreparedStatementsArePrepared(t *testing.T) {
-	direct := pgtest.Open(t, "postgres")
-	table := pgtest.Schema(t, direct) + ".sessions"
-	db, err := sqlx.Open("postgres", pgtest.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1) // one server connection, to look at its statements
+	db, b := loadMissingThrice(t, pgsession.WithPreparedStatements(), pgsession.WithDriverPreparedStatements())
 	ctx := context.Background()
-	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(table), pgsession.WithPreparedStatements(), pgsession.WithDriverPreparedStatements())
-	if err := b.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for range 3 {
-		if _, err := b.Load(ctx, randomID()); !errors.Is(err, pgsession.ErrNotFound) {
-			t.Fatalf("Load of a missing session = %v, want ErrNotFound", err)
-		}
-	}
 	type stmt struct {
 		Name  string
 		Text  string `db:"statement"`
