@@ -144,8 +144,8 @@ func (a *topoApp) duplicateKeys() int { return strings.Count(a.logs.String(), "d
 type topoClient struct {
 	id      int
 	cookie  string
-	acked   int  // n after the last acknowledged write
-	pending int  // writes since then that failed: each may have been applied
+	acked   int // n after the last acknowledged write
+	pending int // writes since then that failed: each may have been applied
 	// suspect: a failed login or logout may have rotated the key away, or
 	// may still do so. Its statement can reach PostgreSQL after the 500, and
 	// after later requests of the client: pgx keeps a timed-out connection
