@@ -69,18 +69,27 @@ func (s signer) encode(key []byte) (string, error) {
 // value is base64url("date|base64url(key)|mac"), with mac the HMAC-SHA256
 // of "name|date|base64url(key)".
 func (s signer) decode(value string) ([]byte, bool) {
+	key, _, ok := s.decodeCurrent(value)
+	return key, ok
+}
+
+// decodeCurrent is decode, and also reports whether the first hash key
+// signed value: such a value is exactly what encode would return for the
+// key but for its timestamp, which nothing checks, so it can be sent again
+// as is instead of signing the key anew.
+func (s signer) decodeCurrent(value string) (key []byte, current, ok bool) {
 	if len(value) > maxCookieValue {
-		return nil, false
+		return nil, false, false
 	}
-	for _, pool := range s.macs {
+	for i, pool := range s.macs {
 		v := pool.Get().(*verifier)
 		key, ok := v.verify(s.nameBar, value)
 		pool.Put(v)
 		if ok {
-			return key, true
+			return key, i == 0, true
 		}
 	}
-	return nil, false
+	return nil, false, false
 }
 
 // verify is decode with one hash key.

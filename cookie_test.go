@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +91,72 @@ func TestSessionHeaderIsCookieString(t *testing.T) {
 				t.Errorf("%+v, expires %v:\n got %s\nwant %s", cfg, expires, got, want)
 			}
 		}
+	}
+}
+
+// A write that keeps the key sends the request's own cookie value back when
+// the current hash key signed it (no signing per write), and signs the key
+// anew when an older hash key did, so secret rotation moves sessions over;
+// a rotation gets a new value.
+func TestSetCookieResendsCurrentValue(t *testing.T) {
+	oldKey, curKey := []byte(strings.Repeat("o", 32)), []byte(strings.Repeat("c", 32))
+	m, err := New(Config{Backend: NewMemoryBackend(), HashKeys: [][]byte{curKey, oldKey}, Cookie: CookieConfig{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := FromContext(r.Context())
+		var n int
+		if _, err := s.Get("n", &n); err == nil {
+			err = s.Set("n", n+1)
+		}
+		if err == nil && r.URL.Query().Has("rotate") {
+			err = RotateKey(r.Context())
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})))
+	defer srv.Close()
+	// do sends value (if any) and returns the session cookie's new value.
+	do := func(query, value string) string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/?"+query, nil)
+		if value != "" {
+			req.AddCookie(&http.Cookie{Name: m.CookieName(), Value: value})
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		for _, c := range resp.Cookies() {
+			if c.Name == m.CookieName() {
+				return c.Value
+			}
+		}
+		t.Fatalf("%s: status %d, no session cookie", query, resp.StatusCode)
+		return ""
+	}
+	current := newSigner(m.CookieName(), [][]byte{curKey})
+	first := do("", "")
+	key, ok := current.decode(first)
+	if !ok {
+		t.Fatal("a new session's cookie is not signed with the first hash key")
+	}
+	// Signed an hour ago (a fresh signature would carry another time).
+	hourOld := securecookieValue(m.CookieName(), curKey, key, time.Now().Add(-time.Hour))
+	if again := do("", hourOld); again != hourOld {
+		t.Errorf("a write re-signed a current cookie: %q, want %q", again, hourOld)
+	}
+	// The same key, signed (as before a secret rotation) with the old key.
+	old := securecookieValue(m.CookieName(), oldKey, key, time.Now().Add(-time.Hour))
+	resigned := do("", old)
+	if got, ok := current.decode(resigned); !ok || string(got) != string(key) {
+		t.Errorf("a cookie signed with the old hash key came back as %q, want the same key signed with the first", resigned)
+	}
+	rotated := do("rotate", resigned)
+	if got, ok := current.decode(rotated); !ok || string(got) == string(key) {
+		t.Errorf("a rotation answered %q: want a new key signed with the first hash key", rotated)
 	}
 }

@@ -76,8 +76,11 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 			m.fail(w, r, err)
 			return
 		}
-		var buf [maxCookieKeys][]byte
-		keys, bearer := m.keysFromRequest(r, buf[:0])
+		var (
+			buf    [maxCookieKeys][]byte
+			signed [maxCookieKeys]string
+		)
+		keys, bearer := m.keysFromRequest(r, buf[:0], &signed)
 		// One allocation for the writer, the session it saves and more
 		// (see responseWriter).
 		sw := &responseWriter{ResponseWriter: w, m: m}
@@ -85,6 +88,11 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 		if err := m.load(r.Context(), s, keys, r.URL.Path); err != nil {
 			m.fail(w, r, err)
 			return
+		}
+		for i, k := range keys {
+			if s.key != nil && bytes.Equal(k, s.key) {
+				s.signed = signed[i]
+			}
 		}
 		s.bearer, s.hook, s.req = bearer, true, r
 		r = r.WithContext(attach(&sw.ctx, r.Context(), s))
@@ -150,9 +158,10 @@ const maxCookieKeys = 3
 // keysFromRequest returns the session keys the request carries, as far as
 // Config.Carrier lets it: the key of a valid bearer token, else the distinct
 // keys of the session cookies that verify, in the order sent, appended to
-// keys (a caller's buffer of maxCookieKeys). Nothing here
-// touches the database, so a forged value costs no query.
-func (m *Manager) keysFromRequest(r *http.Request, keys [][]byte) (_ [][]byte, bearer bool) {
+// keys (a caller's buffer of maxCookieKeys). signed[i] is set to the cookie
+// value that carried keys[i] when the current hash key signed it. Nothing
+// here touches the database, so a forged value costs no query.
+func (m *Manager) keysFromRequest(r *http.Request, keys [][]byte, signed *[maxCookieKeys]string) (_ [][]byte, bearer bool) {
 	if m.cfg.Carrier.bearer() {
 		if token, found := bearerToken(r); found {
 			if key, ok := m.signer.decode(token); ok {
@@ -164,9 +173,12 @@ func (m *Manager) keysFromRequest(r *http.Request, keys [][]byte) (_ [][]byte, b
 		return nil, false
 	}
 	for _, c := range r.CookiesNamed(m.signer.name) {
-		key, ok := m.signer.decode(c.Value)
+		key, current, ok := m.signer.decodeCurrent(c.Value)
 		if !ok || slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, key) }) {
 			continue
+		}
+		if current {
+			signed[len(keys)] = c.Value
 		}
 		if keys = append(keys, key); len(keys) == maxCookieKeys {
 			break
@@ -188,9 +200,9 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 		return err
 	}
 	d := m.p.decide(s.loaded, c, s.now)
-	key := s.key
+	key, signed := s.key, s.signed
 	if d.action.Op == OpInsert || d.action.Op == OpRotate {
-		key = s.chooseNewKey()
+		key, signed = s.chooseNewKey(), ""
 		d.action.New = idOf(key)
 		if m.cfg.Device != nil && s.req != nil {
 			dev := m.cfg.Device(s.req).clean()
@@ -223,7 +235,7 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	if h == nil || s.bearer || !m.cfg.Carrier.cookies() {
 		return nil // the client keeps its token itself; it gets a new one through Token or Save
 	}
-	if err := m.setCookies(h, d, key, s.now); err != nil {
+	if err := m.setCookies(h, d, key, signed, s.now); err != nil {
 		return err
 	}
 	if d.cookie == cookieSet && s.req != nil {
@@ -246,16 +258,21 @@ func (m *Manager) apply(ctx context.Context, a Action) error {
 
 // setCookies adds the Set-Cookie headers d asks for (the session cookie,
 // and the indicator cookie if configured), and makes the response
-// uncacheable by shared caches.
-func (m *Manager) setCookies(h http.Header, d decision, key []byte, now time.Time) error {
+// uncacheable by shared caches. The session cookie's value is signed, the
+// request's own value for key under the current hash key, if any (see
+// signer.decodeCurrent), else key signed anew.
+func (m *Manager) setCookies(h http.Header, d decision, key []byte, signed string, now time.Time) error {
 	cc := m.cfg.Cookie
 	switch d.cookie {
 	case cookieKeep:
 		return nil
 	case cookieSet:
-		v, err := m.signer.encode(key)
-		if err != nil {
-			return fmt.Errorf("pgsession: sign cookie: %w", err)
+		v := signed
+		if v == "" {
+			var err error
+			if v, err = m.signer.encode(key); err != nil {
+				return fmt.Errorf("pgsession: sign cookie: %w", err)
+			}
 		}
 		h.Add("Set-Cookie", cc.sessionHeader(v, d.expires, now))
 		if cc.IndicatorName != "" {

@@ -61,6 +61,7 @@ type Session struct {
 
 	mu      sync.Mutex
 	key     []byte                     // the key of the stored row, nil if none
+	signed  string                     // the request's cookie value for key, if signed with the current hash key
 	newKey  []byte                     // the key a new or rotated row will get, once chosen
 	data    map[string]json.RawMessage // current view; shared with loaded.Data until owned
 	owned   bool                       // data is a private copy

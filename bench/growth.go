@@ -247,7 +247,7 @@ func growthMarkdown(b *strings.Builder, r *report) {
 		}
 	}
 	if len(r.Insn) > 0 {
-		b.WriteString("\nInstructions per read request on the Go side (valgrind --tool=callgrind, GOGC=off, GOMAXPROCS=1; the difference of two loop lengths, so setup cancels out):\n\n| benchmark | instructions/request |\n|---|---:|\n")
+		b.WriteString("\nInstructions per request on the Go side (valgrind --tool=callgrind, GOGC=off, GOMAXPROCS=1; the difference of two loop lengths, so setup cancels out):\n\n| benchmark | instructions/request |\n|---|---:|\n")
 		for _, x := range r.Insn {
 			fmt.Fprintf(b, "| %s | %.0f |\n", x.Name, x.PerOp)
 		}

@@ -19,13 +19,14 @@ type insnResult struct {
 }
 
 // insnBenchmarks are the loops of insn_test.go that -insn counts.
-// The BenchmarkReadPostgres loops (postgres_test.go) include the driver and database/sql (the
-// database's own work is another process, not counted).
+// The BenchmarkReadPostgres and BenchmarkWritePostgres loops (postgres_test.go) include the
+// driver and database/sql (the database's own work is another process, not counted).
 var insnBenchmarks = []string{"BenchmarkReadPgsessionMemory", "BenchmarkReadPgsessionFixed", "BenchmarkReadFloorFixed", "BenchmarkReadFloorStrictFixed",
 	"BenchmarkReadPostgres/pgsession", "BenchmarkReadPostgres/" + recommendedDirect, "BenchmarkReadPostgres/floor", "BenchmarkReadPostgres/floor-strict",
+	"BenchmarkWritePostgres/" + recommendedDirect, "BenchmarkWritePostgres/floor",
 	"BenchmarkAnonPgsession", "BenchmarkAnonHello"}
 
-// instructions counts the instructions per request of each read loop of
+// instructions counts the instructions per request of each loop of
 // insn_test.go under valgrind --tool=callgrind: it runs each loop for two
 // lengths and divides the difference of the totals by the difference of
 // the lengths, so the binary's start and the benchmark's setup cancel out.

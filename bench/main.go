@@ -145,7 +145,7 @@ func main() {
 	flag.StringVar(&scale, "scale", "", "stored-session counts for the growth measurement, e.g. 10000,100000,1000000 (\"\" skips it)")
 	flag.StringVar(&pads, "pad", "", "session data sizes in bytes for the data-size sweep, e.g. 100,1000,10000,65000 (\"\" skips it)")
 	flag.IntVar(&o.cleanupRows, "cleanup", 0, "expired rows for the cleanup measurement, e.g. 1000000 (0 skips it)")
-	flag.BoolVar(&o.insn, "insn", false, "also count instructions per read request with valgrind --tool=callgrind (see insn_test.go)")
+	flag.BoolVar(&o.insn, "insn", false, "also count instructions per request (reads, writes, anonymous) with valgrind --tool=callgrind (see insn_test.go)")
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.svgPath, "svg", "", "also write a chart of the results as SVG to this file")
 	flag.StringVar(&o.profileDir, "profile", "", "write a CPU profile of each server process to DIR/IMPL.pprof")
