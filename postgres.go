@@ -180,7 +180,11 @@ const (
 		ON CONFLICT (key_hash) DO NOTHING`
 	// GREATEST ignores a NULL $n: the access time then stays as it is.
 	sqlTouch = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2), expires_at = GREATEST(expires_at, $3) WHERE key_hash = $1`
-	// $8 says the lifetime columns become $9-$11 and expires_at $12;
+	// The common write: keys set ($2) and deleted ($3) in the data, nothing
+	// else but the access time and expiry moving forward (as in sqlTouch).
+	sqlPatch = `UPDATE {t} SET data = (data || $2::jsonb) - COALESCE($3::text[], '{}'),
+		accessed_at = GREATEST(accessed_at, $4), expires_at = GREATEST(expires_at, $5) WHERE key_hash = $1`
+	// Every other write. $8 says the lifetime columns become $9-$11 and expires_at $12;
 	// otherwise expires_at only moves forward.
 	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - COALESCE($4::text[], '{}') END,
 		accessed_at = GREATEST(accessed_at, $5), principal = CASE WHEN $6 THEN $7 ELSE principal END,
@@ -571,9 +575,12 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 			a.SessionID[:], idle, absolute, persistent, nullTime(a.Expires), ua, addr)
 		n = 1
 	case OpUpdate:
-		if a.Patch.IsEmpty() && a.Lifetime == nil {
+		switch {
+		case a.Patch.IsEmpty() && a.Lifetime == nil:
 			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed), nullTime(a.Expires))
-		} else {
+		case !a.Patch.Replace && !a.SetPrincipal && a.Lifetime == nil:
+			n, err = b.exec(ctx, sqlPatch, a.Old[:], jsonObject(a.Patch.Set), b.array(a.Patch.Delete), nullTime(a.Accessed), nullTime(a.Expires))
+		default:
 			idle, absolute, persistent := lifetimeArgs(a.Lifetime)
 			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), b.array(a.Patch.Delete), nullTime(a.Accessed),
 				a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent, nullTime(a.Expires))
@@ -665,9 +672,12 @@ func (b *PostgresBackend) ListByPrincipal(ctx context.Context, principal string)
 	return out, nil
 }
 
-// array passes keys as a text[] argument: a []string that render quotes,
+// array passes keys as a text[] argument (NULL when empty): a []string that render quotes,
 // or, as a parameter, through pq.Array (which pgx accepts too).
 func (b *PostgresBackend) array(keys []string) any {
+	if len(keys) == 0 {
+		return nil // NULL, without a value to box
+	}
 	if b.inline {
 		return keys
 	}
