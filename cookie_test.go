@@ -107,7 +107,8 @@ func TestSetCookieResendsCurrentValue(t *testing.T) {
 	srv := httptest.NewServer(m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := FromContext(r.Context())
 		var n int
-		if _, err := s.Get("n", &n); err == nil {
+		_, err := s.Get("n", &n)
+		if err == nil {
 			err = s.Set("n", n+1)
 		}
 		if err == nil && r.URL.Query().Has("rotate") {
