@@ -23,7 +23,9 @@ var hostile = []string{
 
 // literalBackends returns backends on lib/pq connections with
 // standard_conforming_strings on and off (lib/pq passes unknown DSN
-// settings to the server), sharing one table.
+// settings to the server), sharing one table, in the mode that inlines
+// values as literals (WithPreparedStatements; the default's choice when the
+// connection is not proven direct).
 func literalBackends(t testing.TB) map[string]*pgsession.PostgresBackend {
 	t.Helper()
 	admin := pgtest.Open(t, "postgres")
@@ -39,7 +41,7 @@ func literalBackends(t testing.TB) map[string]*pgsession.PostgresBackend {
 		if err := db.Get(&got, "SHOW standard_conforming_strings"); err != nil || got != scs {
 			t.Fatalf("standard_conforming_strings = %q, %v; want %q", got, err, scs)
 		}
-		b := pgsession.NewPostgresBackend(db, pgsession.WithTable(table))
+		b := pgsession.NewPostgresBackend(db, pgsession.WithTable(table), pgsession.WithPreparedStatements())
 		if err := b.Migrate(context.Background()); err != nil {
 			t.Fatal(err)
 		}

@@ -2,18 +2,9 @@ package pgsession_test
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jmoiron/sqlx"
 
 	"github.com/pgsession/pgsession"
 	"github.com/pgsession/pgsession/internal/pgtest"
@@ -25,6 +16,7 @@ import (
 // told not to rely on prepared statements.
 var poolerDrivers = []struct{ name, driver, params string }{
 	{"libpq", "postgres", ""},
+	{"libpq-wrapped", pgtest.WrappedPQ, ""},
 	// pgx (default_query_exec_mode=exec) is tested in internal/pgxtest.
 }
 
@@ -95,131 +87,20 @@ func TestPgBouncerMigrateCleanupQuoting(t *testing.T) {
 	}
 }
 
-// poolerApp is a server whose handler increments "n", rotates the key
-// (?rotate) or logs out (?logout), and reports n and whether the session
-// was loaded.
-func newPoolerApp(t *testing.T, db *sqlx.DB) *httptest.Server {
-	t.Helper()
-	b, _ := pgtest.NewBackendOn(t, db)
-	m, err := pgsession.New(pgsession.Config{Backend: b, HashKeys: [][]byte{make([]byte, 32)},
-		Cookie: pgsession.CookieConfig{Insecure: true}, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := pgsession.FromContext(r.Context())
-		var n int
-		if _, err := s.Get("n", &n); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		q := r.URL.Query()
-		switch {
-		case q.Has("logout"):
-			_ = s.Clear()
-		case q.Has("rotate"):
-			_ = s.Set("n", n+1)
-			_ = pgsession.RotateKey(r.Context())
-			n++
-		default:
-			_ = s.Set("n", n+1)
-			n++
-		}
-		fmt.Fprint(w, n)
-	})))
-	t.Cleanup(srv.Close)
-	return srv
-}
-
-// Load through PgBouncer in transaction mode with lib/pq's default DSN:
-// clients increment, rotate and log out. Every acknowledged write is
-// there afterwards, and no rotated or logged-out key ever works again.
+// Load through PgBouncer in transaction mode with lib/pq, bare and in a
+// hand-written driver wrapper (driverstack_test.go), in the default mode and
+// with WithPreparedStatements: see pgtest.PoolerLoad. (otelsql's wrapper
+// is tested in internal/pgxtest, a module of its own.)
 func TestPgBouncerLoad(t *testing.T) {
-	pgtest.Open(t, "postgres")
+	admin := pgtest.Open(t, "postgres")
 	bouncer := pgtest.NewPgBouncer(t)
-	db := bouncer.Open(t, "postgres", "")
-	db.SetMaxOpenConns(40) // more clients than PgBouncer's 10 server connections
-	srv := newPoolerApp(t, db)
-	client := srv.Client()
-	do := func(cookie, query string) (n int, setCookie string, err error) {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/?"+query, nil)
-		if cookie != "" {
-			req.Header.Set("Cookie", cookie)
+	for _, driver := range []string{"postgres", pgtest.WrappedPQ} {
+		for name, opts := range map[string][]pgsession.PostgresOption{"default": nil, "prepared": {pgsession.WithPreparedStatements()}} {
+			t.Run(driver+"/"+name, func(t *testing.T) {
+				db := bouncer.Open(t, driver, "")
+				db.SetMaxOpenConns(40) // more clients than PgBouncer's 10 server connections
+				pgtest.PoolerLoad(t, admin, db, opts...)
+			})
 		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			return 0, "", fmt.Errorf("status %d: %s", resp.StatusCode, body)
-		}
-		if c := resp.Header.Get("Set-Cookie"); c != "" {
-			setCookie, _, _ = strings.Cut(c, ";")
-		}
-		n, err = strconv.Atoi(string(body))
-		return n, setCookie, err
-	}
-	const clients, rounds = 16, 60
-	var mu sync.Mutex
-	var errs, lost, revived, acked int
-	var dead []string // cookies rotated away or logged out
-	var wg sync.WaitGroup
-	for c := range clients {
-		wg.Go(func() {
-			cookie, want := "", 0
-			for i := range rounds {
-				query := "inc"
-				switch {
-				case i%10 == 9:
-					query = "logout"
-				case i%5 == 2:
-					query = "rotate"
-				}
-				n, set, err := do(cookie, query)
-				mu.Lock()
-				switch {
-				case err != nil:
-					errs++
-					t.Errorf("client %d: %s: %v", c, query, err)
-				case query == "logout":
-					dead = append(dead, cookie)
-					cookie, want = "", 0
-				default:
-					acked++
-					if n != want+1 {
-						lost++
-						t.Errorf("client %d: %s answered %d, want %d", c, query, n, want+1)
-					}
-					want = n
-					if set != "" && set != cookie {
-						if cookie != "" {
-							dead = append(dead, cookie)
-						}
-						cookie = set
-					}
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	for _, cookie := range dead {
-		if cookie == "" {
-			continue
-		}
-		n, _, err := do(cookie, "inc")
-		if err != nil {
-			errs++
-			t.Errorf("replaying a dead cookie: %v", err)
-		} else if n != 1 {
-			revived++
-		}
-	}
-	t.Logf("%d clients through pgbouncer (transaction mode, lib/pq default DSN): %d acknowledged writes, %d errors, %d lost, %d of %d dead keys revived",
-		clients, acked, errs, lost, revived, len(dead))
-	if errs != 0 || lost != 0 || revived != 0 {
-		t.Errorf("errors %d, lost acknowledged writes %d, revived keys %d; want all 0", errs, lost, revived)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -56,10 +57,11 @@ type PostgresBackend struct {
 	base    string // unquoted table name without schema, for index names
 	schema  string // unquoted schema, or "" for the search path
 	timeout time.Duration
-	err     error // a bad option, reported by every call
-	inline  bool  // the driver is lib/pq: values go into the text, see run
-	mode    statementMode
-	stmts   sync.Map // query template -> *preparedStatement or *sql.Stmt, see prepared.go
+	err     error         // a bad option, reported by every call
+	mode    statementMode // the option given; plan is what it resolved to
+	plan    atomic.Pointer[plan]
+	probeMu sync.Mutex // one probe of the driver stack at a time
+	stmts   sync.Map   // query template -> *preparedStatement or *sql.Stmt, see prepared.go
 }
 
 // PostgresOption configures a PostgresBackend.
@@ -139,9 +141,6 @@ func NewPostgresBackend(db *sqlx.DB, opts ...PostgresOption) *PostgresBackend {
 	}
 	if db == nil {
 		b.err = errors.New("pgsession: NewPostgresBackend: db is nil")
-	} else {
-		_, isPQ := db.Driver().(*pq.Driver)
-		b.inline = isPQ && b.mode != modeDriver
 	}
 	return b
 }
@@ -271,14 +270,15 @@ func (b *PostgresBackend) exec(ctx context.Context, query string, args ...any) (
 // scan it returns the rows the statement affected; otherwise it hands the
 // result rows to scan and returns 0.
 //
-// It never uses the driver's prepared statements, so that no server
-// connection state is assumed between two calls (a transaction pooler such
-// as PgBouncer hands each statement to any server connection). With lib/pq
-// (inline) the arguments are rendered into the text as literals, which
-// lib/pq sends in one Query message: one round trip, and nothing for a
-// pooler to split; with WithPreparedStatements that text is an EXECUTE of
-// a statement named by its own hash (see prepared.go). Other drivers get
-// the arguments as parameters.
+// How the statement is sent is the backend's plan (driverstack.go), chosen
+// once from the options and what the connection proved about itself: as
+// the driver's prepared statement (a proven direct connection, or
+// WithDriverPreparedStatements); as an EXECUTE of a statement named by its
+// own hash, the values rendered into the text as literals, which the
+// driver sends in one Query message (lib/pq and unknown drivers otherwise:
+// one round trip, and nothing a transaction pooler can split or confuse;
+// see prepared.go); or with the values as parameters (pgx, which prepares
+// statements under names derived from their text).
 //
 // The whole call is bounded by the query timeout. If ctx ends before the
 // statement has returned, the outcome is unknown and run returns an error
@@ -292,32 +292,33 @@ func (b *PostgresBackend) run(ctx context.Context, query string, args []any, sca
 	if b.err != nil {
 		return 0, b.err
 	}
+	ctx, cancel := b.withTimeout(ctx)
+	defer cancel()
+	p, err := b.stack(ctx)
+	if err != nil {
+		return 0, err
+	}
 	var (
 		ps   *preparedStatement
 		st   *sql.Stmt
 		text string
-		err  error
 	)
 	switch {
-	case b.mode == modeDriver: // the statement's text is rendered once, by driverStatement
-	case b.mode == modeExecute && b.inline:
+	case p.mode == modeDriver:
+		st, err = b.driverStatement(ctx, query)
+	case p.mode == modeExecute:
 		ps = b.prepared(query)
 		text, err = b.execute(ps, args)
 	default:
-		text, err = b.render(query, args)
+		text, err = b.render(query, args, p.inline)
 	}
 	if err != nil {
-		return 0, err
+		return 0, b.explain(err)
 	}
-	if b.inline {
+	if p.inline {
 		args = nil
-	}
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
-	if b.mode == modeDriver {
-		if st, err = b.driverStatement(ctx, query); err != nil {
-			return 0, b.explain(err)
-		}
+	} else {
+		args = parameters(args)
 	}
 	// Like database/sql's own methods, retry on a connection found dead
 	// (driver.ErrBadConn): every statement of the backend is safe to repeat.
@@ -336,6 +337,17 @@ func (b *PostgresBackend) run(ctx context.Context, query string, args []any, sca
 		}
 		attempt++
 	}
+}
+
+// parameters returns args as the driver takes them: a text[] ([]string)
+// through pq.Array, which pgx accepts too. args is changed in place.
+func parameters(args []any) []any {
+	for i, a := range args {
+		if keys, ok := a.([]string); ok {
+			args[i] = pq.Array(keys)
+		}
+	}
+	return args
 }
 
 // attempt is one try of run. It leaves the choice of a pool connection to
@@ -395,14 +407,14 @@ func (b *PostgresBackend) attempt(ctx context.Context, st *sql.Stmt, text string
 		time.Since(start).Round(time.Millisecond), errors.Join(ctx.Err(), err))
 }
 
-// render returns query with {t} replaced by the table and, when b.inline,
+// render returns query with {t} replaced by the table and, when inline,
 // each $n by args[n-1] as a literal. The template is scanned once, so a
 // table name or a value that itself contains "$1" or "{t}" is never
 // substituted again. (The templates hold no other "$" or "{t}".)
-func (b *PostgresBackend) render(query string, args []any) (string, error) {
+func (b *PostgresBackend) render(query string, args []any, inline bool) (string, error) {
 	var out strings.Builder
 	out.Grow(len(query) + len(b.table) + 80*len(args))
-	if err := b.expand(&out, query, args, b.inline); err != nil {
+	if err := b.expand(&out, query, args, inline); err != nil {
 		return "", err
 	}
 	return out.String(), nil
@@ -579,16 +591,16 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 		case a.Patch.IsEmpty() && a.Lifetime == nil:
 			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed), nullTime(a.Expires))
 		case !a.Patch.Replace && !a.SetPrincipal && a.Lifetime == nil:
-			n, err = b.exec(ctx, sqlPatch, a.Old[:], jsonObject(a.Patch.Set), b.array(a.Patch.Delete), nullTime(a.Accessed), nullTime(a.Expires))
+			n, err = b.exec(ctx, sqlPatch, a.Old[:], jsonObject(a.Patch.Set), array(a.Patch.Delete), nullTime(a.Accessed), nullTime(a.Expires))
 		default:
 			idle, absolute, persistent := lifetimeArgs(a.Lifetime)
-			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), b.array(a.Patch.Delete), nullTime(a.Accessed),
+			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete), nullTime(a.Accessed),
 				a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent, nullTime(a.Expires))
 		}
 	case OpRotate:
 		idle, absolute, persistent := lifetimeArgs(a.Lifetime)
 		ua, addr := deviceArgs(a.Device)
-		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), b.array(a.Patch.Delete),
+		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete),
 			a.Created, a.Accessed, a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent,
 			nullTime(a.Expires), a.Device != nil, ua, addr)
 		if err == nil && n == 0 {
@@ -672,16 +684,13 @@ func (b *PostgresBackend) ListByPrincipal(ctx context.Context, principal string)
 	return out, nil
 }
 
-// array passes keys as a text[] argument (NULL when empty): a []string that render quotes,
-// or, as a parameter, through pq.Array (which pgx accepts too).
-func (b *PostgresBackend) array(keys []string) any {
+// array passes keys as a text[] argument (NULL when empty): a []string
+// that render quotes, or that run passes through pq.Array as a parameter.
+func array(keys []string) any {
 	if len(keys) == 0 {
 		return nil // NULL, without a value to box
 	}
-	if b.inline {
-		return keys
-	}
-	return pq.Array(keys)
+	return keys
 }
 
 // storedLifetime is the lifetime columns of a row.
@@ -818,6 +827,11 @@ func (b *PostgresBackend) Migrate(ctx context.Context) error {
 	if b.err != nil {
 		return b.err
 	}
+	// The driver stack is probed here, at startup, rather than at the
+	// first request (see driverstack.go).
+	if _, err := b.stack(ctx); err != nil {
+		return fmt.Errorf("pgsession: migrate: %w", err)
+	}
 	tx, err := b.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("pgsession: migrate: %w", err)
@@ -907,6 +921,9 @@ func (b *PostgresBackend) Check(ctx context.Context) error {
 	}
 	ctx, cancel := b.withTimeout(ctx)
 	defer cancel()
+	if _, err := b.stack(ctx); err != nil {
+		return fmt.Errorf("pgsession: check table %s: %w", b.table, err)
+	}
 	// In a transaction, so that a pooler keeps the parameterised query on
 	// one server connection whatever the driver does.
 	tx, err := b.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})

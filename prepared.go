@@ -15,9 +15,10 @@ import (
 type statementMode int
 
 const (
-	modeText    statementMode = iota // the default: plain statements
-	modeExecute                      // WithPreparedStatements: SQL PREPARE and EXECUTE (lib/pq)
-	modeDriver                       // WithDriverPreparedStatements: the driver's prepared statements
+	modeAuto    statementMode = iota // the default: chosen from the driver stack (driverstack.go)
+	modeText                         // plain statements
+	modeExecute                      // SQL PREPARE and EXECUTE (WithPreparedStatements)
+	modeDriver                       // the driver's prepared statements (WithDriverPreparedStatements)
 )
 
 // driverStatement returns the pool's prepared statement for the template
@@ -27,7 +28,7 @@ func (b *PostgresBackend) driverStatement(ctx context.Context, query string) (*s
 	if st, ok := b.stmts.Load(query); ok {
 		return st.(*sql.Stmt), nil
 	}
-	text, err := b.render(query, nil) // {t} only: values are parameters in this mode
+	text, err := b.render(query, nil, false) // {t} only: values are parameters in this mode
 	if err != nil {
 		return nil, err
 	}

@@ -213,7 +213,7 @@ func BenchmarkBackendLoad(b *testing.B) {
 		name string
 		opts []pgsession.PostgresOption
 	}{
-		{"literal", nil},
+		{"default", nil},
 		{"prepared", []pgsession.PostgresOption{pgsession.WithPreparedStatements()}},
 		{"driver", []pgsession.PostgresOption{pgsession.WithDriverPreparedStatements()}},
 	} {

@@ -17,13 +17,16 @@ type Cluster struct {
 	bindir string
 	dir    string
 	port   int
+	extra  []string // server settings, "name=value"
 }
 
 // NewCluster initialises and starts a cluster in a temporary directory,
 // removed when t ends. It skips t when no initdb is found (on PATH or under
 // /usr/lib/postgresql/*/bin), except under CI=true, where it fails. As root
 // it runs the server as the postgres user.
-func NewCluster(t testing.TB) *Cluster {
+//
+// Each setting ("log_statement=all") is passed to the server as -c.
+func NewCluster(t testing.TB, settings ...string) *Cluster {
 	t.Helper()
 	bindir := ""
 	if p, err := exec.LookPath("initdb"); err == nil {
@@ -45,7 +48,7 @@ func NewCluster(t testing.TB) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{t: t, bindir: bindir, dir: dir, port: freePort(t)}
+	c := &Cluster{t: t, bindir: bindir, dir: dir, port: freePort(t), extra: settings}
 	if os.Geteuid() == 0 {
 		if err := exec.Command("chown", "postgres", dir).Run(); err != nil {
 			t.Fatalf("pgtest: chown: %v", err)
@@ -68,8 +71,21 @@ func (c *Cluster) URL(app string) string {
 // Start starts the server and waits until it accepts connections.
 func (c *Cluster) Start() {
 	c.t.Helper()
-	c.run("pg_ctl", "-D", c.data(), "-w", "-l", filepath.Join(c.dir, "server.log"),
-		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", c.port, c.dir), "start")
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", c.port, c.dir)
+	for _, s := range c.extra {
+		opts += " -c " + s
+	}
+	c.run("pg_ctl", "-D", c.data(), "-w", "-l", filepath.Join(c.dir, "server.log"), "-o", opts, "start")
+}
+
+// Log returns what the server has logged so far.
+func (c *Cluster) Log() string {
+	c.t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.dir, "server.log"))
+	if err != nil {
+		c.t.Fatalf("pgtest: server log: %v", err)
+	}
+	return string(b)
 }
 
 // Stop stops the server at once (immediate mode), cutting every connection.

@@ -107,6 +107,8 @@ logfile = %s
 		return nil, err
 	}
 	p.cmd = exec.Command(bin, "-q", cfg)
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{}
+	killWithParent(p.cmd)
 	if os.Geteuid() == 0 {
 		if err := runAsPostgres(p.cmd, p.dir, cfg); err != nil {
 			_ = os.RemoveAll(p.dir)
@@ -167,7 +169,7 @@ func runAsPostgres(cmd *exec.Cmd, files ...string) error {
 			return err
 		}
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	return nil
 }
 

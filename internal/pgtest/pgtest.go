@@ -144,7 +144,14 @@ func Backends() map[string]func(testing.TB) pgsession.Backend {
 // the direct test server, and the table's qualified name.
 func NewBackendOn(t testing.TB, db *sqlx.DB, opts ...pgsession.PostgresOption) (*pgsession.PostgresBackend, string) {
 	t.Helper()
-	table := Schema(t, Open(t, "postgres")) + ".sessions"
+	return NewBackendVia(t, Open(t, "postgres"), db, opts...)
+}
+
+// NewBackendVia is NewBackendOn with the schema created through admin, a
+// direct pool to the server that db reaches.
+func NewBackendVia(t testing.TB, admin, db *sqlx.DB, opts ...pgsession.PostgresOption) (*pgsession.PostgresBackend, string) {
+	t.Helper()
+	table := Schema(t, admin) + ".sessions"
 	b := pgsession.NewPostgresBackend(db, append([]pgsession.PostgresOption{pgsession.WithTable(table)}, opts...)...)
 	if err := b.Migrate(context.Background()); err != nil {
 		t.Fatalf("pgtest: Migrate: %v", err)

@@ -1,0 +1,4 @@
+package pgsession
+
+// OwnsTCPConn is ownsTCPConn, for tests.
+var OwnsTCPConn = ownsTCPConn
