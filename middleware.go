@@ -63,6 +63,17 @@ func (m *Manager) CookieName() string { return m.cfg.Cookie.Name }
 // FreezeSession, Token), the 503 goes out without a cookie, and a change the
 // still-running handler makes afterwards returns ErrAlreadySaved.
 //
+// A request may carry several cookies of the session's name: browsers send
+// every one whose Domain and Path match, a sibling host's included (cookie
+// tossing, unless the name has the "__Host-" prefix). One that does not
+// verify with Config.HashKeys counts for nothing. The others count whatever
+// their order: when they carry more than 3 different session keys, the
+// request has no session and none is read, so a request costs at most 3
+// reads; otherwise every key is read, and the request has no session when
+// two are of different live sessions, else the one live session among them
+// (keys of dead sessions beside it are ignored). An ambiguous request is
+// counted in Stats.Ambiguous and logged as a warning.
+//
 // Middlewares of several Managers may be nested, each with its own cookie:
 // every session is loaded and saved independently, the innermost is the one
 // FromContext returns, and Manager.FromContext returns each Manager's. A
