@@ -63,6 +63,17 @@ func (m *Manager) CookieName() string { return m.cfg.Cookie.Name }
 // FreezeSession, Token), the 503 goes out without a cookie, and a change the
 // still-running handler makes afterwards returns ErrAlreadySaved.
 //
+// A request may carry several cookies of the session's name: browsers send
+// every one whose Domain and Path match, a sibling host's included (cookie
+// tossing, unless the name has the "__Host-" prefix). One that does not
+// verify with Config.HashKeys counts for nothing. The others count whatever
+// their order: when they carry more than 3 different session keys, the
+// request has no session and none is read, so a request costs at most 3
+// reads; otherwise every key is read, and the request has no session when
+// two are of different live sessions, else the one live session among them
+// (keys of dead sessions beside it are ignored). An ambiguous request is
+// counted in Stats.Ambiguous and logged as a warning.
+//
 // Middlewares of several Managers may be nested, each with its own cookie:
 // every session is loaded and saved independently, the innermost is the one
 // FromContext returns, and Manager.FromContext returns each Manager's. A
@@ -77,8 +88,8 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		var (
-			buf    [maxCookieKeys][]byte
-			signed [maxCookieKeys]string
+			buf    [maxCookieKeys + 1][]byte
+			signed [maxCookieKeys + 1]string
 		)
 		keys, bearer := m.keysFromRequest(r, buf[:0], &signed)
 		// One allocation for the writer, the session it saves and more
@@ -106,11 +117,28 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 // load reads into s the session stored under one of keys: those a request
 // carries (see keysFromRequest) or the one of a token given to Load. No key,
 // or an unknown or expired one, yields an empty session; only a backend
-// failure is an error. path, if any, is logged with an ambiguous request.
+// failure is an error.
+//
+// Every key is loaded, and the request is ambiguous, with no session, when
+// two of them are of different live sessions (cookie tossing) or when there
+// are more than maxCookieKeys of them, which are not loaded at all: a
+// session is served only if no other live session's key came with it,
+// whatever the cookies' order, and a request costs at most maxCookieKeys
+// reads. path, if any, is logged with an ambiguous request.
 func (m *Manager) load(ctx context.Context, s *Session, keys [][]byte, path string) error {
 	// One clock reading per request, at PostgreSQL's microsecond precision,
 	// so expiry is judged identically at load and save and by every backend.
 	s.m, s.now = m, m.cfg.Now().Truncate(time.Microsecond)
+	if len(keys) > maxCookieKeys {
+		// More keys than are checked: one beyond the cap could be of
+		// another live session (a sibling host can toss in signed cookies
+		// of its own dead sessions to push the victim's out of reach), so
+		// serving any could act as the wrong user.
+		m.stats.ambiguous.Add(1)
+		m.cfg.Logger.WarnContext(ctx, "pgsession: request carries cookies of more session keys than are checked (cookie tossing?); treated as having no session",
+			"path", path, "max", maxCookieKeys)
+		return nil
+	}
 	var live *Record
 	for _, key := range keys {
 		rec, err := m.cfg.Backend.Load(ctx, idOf(key))
@@ -151,17 +179,20 @@ func (m *Manager) load(ctx context.Context, s *Session, keys [][]byte, path stri
 	return nil
 }
 
-// maxCookieKeys bounds the distinct session keys taken from one request's
-// cookies, and so the loads an ambiguous request can cost.
+// maxCookieKeys bounds the distinct session keys loaded for one request's
+// cookies, and so the loads a request can cost: a request whose cookies
+// verify to more keys is ambiguous, and none is loaded (see load).
 const maxCookieKeys = 3
 
 // keysFromRequest returns the session keys the request carries, as far as
 // Config.Carrier lets it: the key of a valid bearer token, else the distinct
 // keys of the session cookies that verify, in the order sent, appended to
-// keys (a caller's buffer of maxCookieKeys). signed[i] is set to the cookie
-// value that carried keys[i] when the current hash key signed it. Nothing
-// here touches the database, so a forged value costs no query.
-func (m *Manager) keysFromRequest(r *http.Request, keys [][]byte, signed *[maxCookieKeys]string) (_ [][]byte, bearer bool) {
+// keys (a caller's buffer of maxCookieKeys+1). Collecting stops at
+// maxCookieKeys+1 keys: that many are already too many to load, so the
+// request is ambiguous (see load). signed[i] is set to the cookie value that
+// carried keys[i] when the current hash key signed it. Nothing here touches
+// the database, so a forged value costs no query, and counts for nothing.
+func (m *Manager) keysFromRequest(r *http.Request, keys [][]byte, signed *[maxCookieKeys + 1]string) (_ [][]byte, bearer bool) {
 	if m.cfg.Carrier.bearer() {
 		if token, found := bearerToken(r); found {
 			if key, ok := m.signer.decode(token); ok {
@@ -180,7 +211,7 @@ func (m *Manager) keysFromRequest(r *http.Request, keys [][]byte, signed *[maxCo
 		if current {
 			signed[len(keys)] = c.Value
 		}
-		if keys = append(keys, key); len(keys) == maxCookieKeys {
+		if keys = append(keys, key); len(keys) > maxCookieKeys {
 			break
 		}
 	}

@@ -15,7 +15,7 @@ type Stats struct {
 	SkippedWrites uint64 // requests of a live session that wrote nothing (timeout resolution)
 	LostRaces     uint64 // saves that found their session deleted by a concurrent logout or rotation
 	Errors        uint64 // requests answered by the ErrorHandler
-	Ambiguous     uint64 // requests with cookies of two live sessions, served with none (cookie tossing)
+	Ambiguous     uint64 // requests with cookies of two live sessions, or of more session keys than are read (3), served with none (cookie tossing)
 }
 
 // Stats returns the Manager's counters.

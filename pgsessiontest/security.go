@@ -79,6 +79,40 @@ func testSecurity(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		}
 	})
 
+	t.Run("dead signed cookies cannot push a live one out of reach", func(t *testing.T) {
+		h := setup(t, func(c *pgsession.Config) { c.Cookie.Insecure = true })
+		victim, attacker := h.client(), h.client()
+		victim.do(`set:user:"victim"`)
+		attacker.do(`set:user:"attacker"`)
+		var dead []string
+		for range 2 {
+			c := h.client()
+			c.do(`set:user:"attacker"`)
+			v := c.cookie
+			c.do("clear")
+			dead = append(dead, h.cookieName+"="+v)
+		}
+		a, v := h.cookieName+"="+attacker.cookie, h.cookieName+"="+victim.cookie
+		// More verifying keys than the middleware loads (3) are ambiguous
+		// by themselves: the last could be another live session's.
+		for _, hdr := range [][]string{
+			{a, dead[0], dead[1], v},
+			{dead[0], dead[1], a, v},
+			{dead[0], dead[1], a, v, v}, // duplicates count once
+		} {
+			if r := h.request(strings.Join(hdr, "; "), "get:user"); len(r.result.Get) != 0 || r.status != 200 {
+				t.Errorf("live cookie after %d others: %d, user %s; want no session", len(hdr)-1, r.status, r.result.Get["user"])
+			}
+		}
+		if n := h.m.Stats().Ambiguous; n != 3 {
+			t.Errorf("Stats().Ambiguous = %d, want 3", n)
+		}
+		// Within the limit, dead keys beside one live one are ignored.
+		if r := h.request(strings.Join([]string{dead[0], dead[1], v}, "; "), "get:user"); string(r.result.Get["user"]) != `"victim"` {
+			t.Errorf("two dead cookies before a live one: user %s, want the live session's", r.result.Get["user"])
+		}
+	})
+
 	t.Run("every response varies by Cookie; one that sets the cookie is private", func(t *testing.T) {
 		h := setup(t, nil)
 		c := h.client()
