@@ -48,7 +48,8 @@ var ErrSchemaMismatch = errors.New("pgsession: table exists with a different sch
 var ErrNoTable = errors.New("pgsession: session table does not exist")
 
 // PostgresBackend stores sessions in a PostgreSQL table. It works with any
-// database/sql PostgreSQL driver wrapped in *sqlx.DB (lib/pq, pgx's stdlib).
+// database/sql PostgreSQL driver wrapped in *sqlx.DB (lib/pq, pgx's stdlib),
+// also inside a tracing wrapper such as otelsql.
 // Reads are one indexed SELECT by key hash; each write is one statement. It
 // is safe for concurrent use.
 type PostgresBackend struct {
@@ -82,48 +83,44 @@ func WithQueryTimeout(d time.Duration) PostgresOption {
 	return func(b *PostgresBackend) { b.timeout = orDefault(d, DefaultQueryTimeout) }
 }
 
-// WithPreparedStatements runs each statement of the backend as a named,
-// server-side prepared statement, so PostgreSQL parses and plans it once per
-// server connection instead of on every call: on a direct connection, reads
-// are markedly faster (see the README's Performance section). It takes
-// effect with lib/pq; other drivers are unaffected (pgx prepares and caches
-// statements itself in its default mode).
-//
-// The statements are prepared with SQL PREPARE and run with EXECUTE, values
-// still inlined as literals: each call is still one Query message, one
-// round trip. A statement's name is a hash of its text (table included), so
-// a name can only ever stand for that very statement, on any server
-// connection: the option stays correct behind a transaction pooler
-// (PgBouncer pool_mode=transaction), where a server connection that lacks
-// the statement answers "does not exist" and the backend prepares it in the
+// WithPreparedStatements always runs each statement of the backend as SQL
+// PREPARE and EXECUTE under a name that is a hash of its text (table
+// included), its values inlined as literals: each call is one Query
+// message, one round trip, and a name can only ever stand for that very
+// statement, on any server connection. It is what the default picks for
+// lib/pq (and unknown drivers) on a connection it cannot prove to be
+// direct: correct behind a transaction pooler (PgBouncer
+// pool_mode=transaction), where a server connection that lacks the
+// statement answers "does not exist" and the backend prepares it in the
 // same message as the EXECUTE (one implicit transaction, so one server
-// connection). Unlike a driver's protocol-level prepared statements (lib/pq
-// names them by a per-connection counter), no name can resolve to another
-// statement.
+// connection). Give it to keep that mode even where the default would
+// prove the connection direct, for example when a pooler may be put in
+// front of the database later. With pgx, which names its own prepared
+// statements by a hash of their text, values go as parameters, as in the
+// default.
 //
 // Each server connection holds the backend's prepared statements (a dozen
-// plans) until it closes.
-//
-// On a direct connection, WithDriverPreparedStatements is faster still.
-// Of the two options, the last one given applies.
+// plans) until it closes. Of the two options, the last one given applies.
 func WithPreparedStatements() PostgresOption {
 	return func(b *PostgresBackend) { b.mode = modeExecute }
 }
 
-// WithDriverPreparedStatements runs each statement of the backend as a
-// prepared statement of the driver (a database/sql *sql.Stmt, which
+// WithDriverPreparedStatements always runs each statement of the backend
+// as a prepared statement of the driver (a database/sql *sql.Stmt, which
 // database/sql prepares once on each pool connection that runs it), its
-// values sent as parameters: the fastest mode, with any driver, for a
-// connection straight to PostgreSQL or through a pooler in session mode.
+// values sent as parameters: the fastest mode, with any driver. The
+// default picks it by itself on a connection it proves to go straight to
+// PostgreSQL (a TCP connection whose ends the server and this process
+// agree on); give it only where that proof fails although no transaction
+// pooler is in between: a Unix socket, a TCP proxy that is not a pooler,
+// or a pooler that tracks prepared statements itself (PgBouncer 1.21 or
+// later with max_prepared_statements set).
 //
-// Do not use it behind a transaction pooler (PgBouncer pool_mode=transaction,
-// the default endpoint of many hosted services) unless the pooler tracks
-// prepared statements itself (PgBouncer 1.21 or later with
-// max_prepared_statements set): lib/pq names its prepared statements by a
+// Never give it behind a transaction pooler without prepared-statement
+// support: lib/pq and pgx's stdlib name these statements by a
 // per-connection counter ("1", "2", ...), so on the server connection such
 // a pooler picks, a name can stand for a statement another client prepared
-// there, and run it. WithPreparedStatements is the mode for such poolers.
-// Of the two options, the last one given applies.
+// there, and run it. Of the two options, the last one given applies.
 //
 // Each pool connection holds the backend's statements (a dozen) until it
 // closes or the backend is closed (see Close).
@@ -132,7 +129,19 @@ func WithDriverPreparedStatements() PostgresOption {
 }
 
 // NewPostgresBackend returns a backend that stores sessions in db. Call
-// Migrate once at startup to create or check the table.
+// Migrate (or Check) once at startup to create or check the table.
+//
+// Unless an option says otherwise, the backend picks the fastest way of
+// sending its statements that is correct on the connection it has, from
+// what the connection proves about itself at the first call (Migrate,
+// Check or a request), not from the driver's Go type, which a tracing
+// wrapper hides: the driver's prepared statements on a TCP connection
+// proven to go straight to PostgreSQL; behind a pooler, or wherever that
+// is not proven, SQL PREPARE/EXECUTE under content-hashed names for lib/pq
+// (see WithPreparedStatements), and parameters for pgx, which prepares
+// statements under names derived from their text (behind PgBouncer before
+// 1.21 give pgx default_query_exec_mode=exec). A wrong guess costs speed,
+// never correctness. StatementMode tells what was picked.
 func NewPostgresBackend(db *sqlx.DB, opts ...PostgresOption) *PostgresBackend {
 	b := &PostgresBackend{db: db, timeout: DefaultQueryTimeout}
 	b.setTable(DefaultTable)
