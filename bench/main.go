@@ -53,13 +53,13 @@ var allLoads = []string{"read", "write", "anonymous", "login", "mixed"}
 // specs are the implementations, in the order of the tables.
 var specs = []spec{
 	{name: "pgsession", build: newPgsession(), via: "direct", cookie: pgsession.DefaultCookieName, loads: allLoads,
-		about: "this library, default mode (values inlined as literals, no prepared statements), default timeouts"},
+		about: "this library as the quick start builds it: the default statement mode (driver prepared statements on this proven direct connection), default timeouts"},
 	{name: "pgsession-prepared", build: newPgsession(pgsession.WithPreparedStatements()), via: "direct", cookie: pgsession.DefaultCookieName, loads: allLoads,
-		about: "this library with WithPreparedStatements (SQL PREPARE/EXECUTE; the README's recommendation behind transaction poolers)"},
+		about: "this library with WithPreparedStatements (SQL PREPARE/EXECUTE, forced even on a direct connection)"},
 	{name: "pgsession-driver", build: newPgsession(pgsession.WithDriverPreparedStatements()), via: "direct", cookie: pgsession.DefaultCookieName, loads: allLoads,
-		about: "this library with WithDriverPreparedStatements (the driver's prepared statements; the README's recommendation for direct connections)"},
+		about: "this library with WithDriverPreparedStatements (the driver's prepared statements, forced: the default's choice here)"},
 	{name: "pgsession-bouncer", build: newPgsession(), via: "pgbouncer", cookie: pgsession.DefaultCookieName, loads: []string{"read", "write"},
-		about: "pgsession, default mode, through PgBouncer (transaction mode)"},
+		about: "pgsession, default mode (which picks SQL PREPARE/EXECUTE there), through PgBouncer (transaction mode)"},
 	{name: "pgsession-prepared-bouncer", build: newPgsession(pgsession.WithPreparedStatements()), via: "pgbouncer", cookie: pgsession.DefaultCookieName,
 		loads: []string{"read", "write"}, about: "pgsession with WithPreparedStatements through PgBouncer (transaction mode)"},
 	{name: "scs", build: newSCS, via: "direct", cookie: "session", loads: allLoads,
@@ -98,10 +98,11 @@ func ref(impl, workload string) string {
 	return "floor"
 }
 
-// The configurations the README recommends.
+// The configurations the README recommends: the default, directly and
+// through PgBouncer.
 const (
-	recommendedDirect = "pgsession-driver"
-	recommendedPooler = "pgsession-prepared-bouncer"
+	recommendedDirect = "pgsession"
+	recommendedPooler = "pgsession-bouncer"
 )
 
 type options struct {
