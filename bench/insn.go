@@ -22,7 +22,7 @@ type insnResult struct {
 // The BenchmarkReadPostgres and BenchmarkWritePostgres loops (postgres_test.go) include the
 // driver and database/sql (the database's own work is another process, not counted).
 var insnBenchmarks = []string{"BenchmarkReadPgsessionMemory", "BenchmarkReadPgsessionFixed", "BenchmarkReadFloorFixed", "BenchmarkReadFloorStrictFixed",
-	"BenchmarkReadPostgres/pgsession", "BenchmarkReadPostgres/" + recommendedDirect, "BenchmarkReadPostgres/floor", "BenchmarkReadPostgres/floor-strict",
+	"BenchmarkReadPostgres/" + recommendedDirect, "BenchmarkReadPostgres/floor", "BenchmarkReadPostgres/floor-strict",
 	"BenchmarkWritePostgres/" + recommendedDirect, "BenchmarkWritePostgres/floor",
 	"BenchmarkAnonPgsession", "BenchmarkAnonHello"}
 

@@ -82,7 +82,7 @@ func BenchmarkReadPostgres(b *testing.B) {
 // BenchmarkWritePostgres is /write (a read and an increment of the counter)
 // on PostgreSQL, as BenchmarkReadPostgres.
 func BenchmarkWritePostgres(b *testing.B) {
-	for _, name := range []string{"pgsession", recommendedDirect, "floor"} {
+	for _, name := range []string{recommendedDirect, "pgsession-prepared", "floor"} {
 		b.Run(name, func(b *testing.B) {
 			h, cookie := pgRead(b, name)
 			benchRoute(b, h, "/write", cookie, "") // the counter grows: any body
