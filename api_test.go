@@ -148,10 +148,15 @@ func TestLoadInsideMiddleware(t *testing.T) {
 	}
 }
 
+// TestNestedMiddlewareClash: two Managers that would share a cookie fail
+// the first request loudly, and so does the middleware on a request whose
+// context carries the Manager's session from Load. (The same Manager's
+// middleware twice passes through: see TestDoubleMiddleware.)
 func TestNestedMiddlewareClash(t *testing.T) {
 	for name, cfgs := range map[string][2]pgsession.CookieConfig{
-		"same Manager":            {},
-		"indicator is other name": {{IndicatorName: "x"}, {Name: "X", Insecure: true}},
+		"same cookie name":          {{}, {}},
+		"indicator is other name":   {{IndicatorName: "x"}, {Name: "X", Insecure: true}},
+		"session from Manager.Load": {},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var got error
@@ -160,12 +165,17 @@ func TestNestedMiddlewareClash(t *testing.T) {
 				w.WriteHeader(http.StatusInternalServerError)
 			}
 			inner := pgsessiontest.NewEnv(t, pgsession.Config{Cookie: cfgs[0], ErrorHandler: handler}).Manager
-			outer := inner
-			if name != "same Manager" {
-				outer = pgsessiontest.NewEnv(t, pgsession.Config{Cookie: cfgs[1]}).Manager
+			var h http.Handler
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			if name == "session from Manager.Load" {
+				h = inner.Middleware(http.NotFoundHandler())
+				req = req.WithContext(load(t, inner, req.Context(), ""))
+			} else {
+				outer := pgsessiontest.NewEnv(t, pgsession.Config{Cookie: cfgs[1]}).Manager
+				h = outer.Middleware(inner.Middleware(http.NotFoundHandler()))
 			}
 			rec := httptest.NewRecorder()
-			outer.Middleware(inner.Middleware(http.NotFoundHandler())).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+			h.ServeHTTP(rec, req)
 			if rec.Code != http.StatusInternalServerError || !errors.Is(got, pgsession.ErrInvalidConfig) {
 				t.Errorf("status %d, error %v", rec.Code, got)
 			}

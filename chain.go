@@ -85,25 +85,38 @@ outer:
 	return out
 }
 
-// checkChain returns an error wrapping ErrInvalidConfig if a session ctx
-// already carries belongs to m or to a Manager whose cookie names clash with
-// m's: the two middlewares would read and overwrite one cookie, each logging
-// the other's users out. Names are compared ignoring case, like the cookie
-// prefixes; a name signs the token too, so bearer tokens are covered.
-func (m *Manager) checkChain(ctx context.Context) error {
+// checkChain decides what m's middleware does with a request whose context
+// is ctx. If ctx carries a session that m's own middleware added (the
+// middleware wraps the handler twice: applied globally and again on a route
+// group, say), it returns that session: the request passes through to the
+// one the outer middleware loads and saves. It returns an error wrapping
+// ErrInvalidConfig if ctx carries a session of m from Manager.Load, which
+// the middleware would hide behind a second session of m's cookie, or one of
+// a Manager whose cookie names clash with m's: the two middlewares would read
+// and overwrite one cookie, each logging the other's users out. Names are
+// compared ignoring case, like the cookie prefixes; a name signs the token
+// too, so bearer tokens are covered.
+func (m *Manager) checkChain(ctx context.Context) (*Session, error) {
+	var own *Session
 	for s := innermost(ctx); s != nil; s = s.outer {
 		if s.m == m {
-			return configError("Manager.Middleware wraps a handler that this Manager's middleware already wraps")
+			if own == nil {
+				own = s
+			}
+			continue
 		}
 		for _, a := range m.cfg.Cookie.names() {
 			for _, b := range s.m.cfg.Cookie.names() {
 				if strings.EqualFold(a, b) {
-					return configError("Cookie: two nested Managers use the cookie name %q; give each its own Cookie.Name and IndicatorName", a)
+					return nil, configError("Cookie: two nested Managers use the cookie name %q; give each its own Cookie.Name and IndicatorName", a)
 				}
 			}
 		}
 	}
-	return nil
+	if own != nil && !own.hook {
+		return nil, configError("Manager.Middleware serves a request whose context carries a session of this Manager from Manager.Load; the two would share one cookie")
+	}
+	return own, nil
 }
 
 // names returns the cookie names c uses.

@@ -74,17 +74,33 @@ func (m *Manager) CookieName() string { return m.cfg.Cookie.Name }
 // (keys of dead sessions beside it are ignored). An ambiguous request is
 // counted in Stats.Ambiguous and logged as a warning.
 //
+// The middleware may wrap a handler that it wraps already, as when it is
+// applied to a whole router and again to a group of its routes, or twice by
+// two libraries: a request whose context carries the session m's
+// middleware added passes through the inner one untouched, to the same
+// session. The outer middleware alone loads it, saves it (when the response
+// starts, as above) and sets its cookie, so the request has one session,
+// one Set-Cookie per cookie name and at most one stored row, and the
+// handler works as under a single middleware.
+//
 // Middlewares of several Managers may be nested, each with its own cookie:
 // every session is loaded and saved independently, the innermost is the one
 // FromContext returns, and Manager.FromContext returns each Manager's. A
-// request whose context already carries a session of m, or of a Manager
-// with a cookie name (or IndicatorName) that m uses too, is answered by the
-// ErrorHandler with an error wrapping ErrInvalidConfig: the two would
-// overwrite each other's cookie.
+// request whose context already carries a session of a Manager with a
+// cookie name (or IndicatorName) that m uses too, or a session of m from
+// Manager.Load, is answered by the ErrorHandler with an error wrapping
+// ErrInvalidConfig: the two would overwrite each other's cookie. The first
+// request through a misconfigured chain shows it.
 func (m *Manager) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := m.checkChain(r.Context()); err != nil {
+		switch own, err := m.checkChain(r.Context()); {
+		case err != nil:
 			m.fail(w, r, err)
+			return
+		case own != nil:
+			// This Manager's middleware serves the request already: its
+			// session is the one, saved with the outer response.
+			next.ServeHTTP(w, r)
 			return
 		}
 		var (

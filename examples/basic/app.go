@@ -1,6 +1,7 @@
 package main
 
 import (
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,8 +68,60 @@ func managerConfig(b pgsession.Backend, hashKeys [][]byte, insecureCookie bool, 
 		Device: pgsession.DeviceFromRequest(clientAddr),
 		Cookie: pgsession.CookieConfig{Insecure: insecureCookie},
 		Logger: log,
+		// The default answer (500), with the security headers: a failed
+		// save clears the headers of the response it replaces.
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, _ error) {
+			setSecurityHeaders(w.Header())
+			http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+		},
 	}
 }
+
+// contentSecurityPolicy allows the pages to load scripts, styles, images
+// and connections (the event stream) from the app's own origin only, and
+// no inline script or style; forms may post to the app only, and no page
+// may be framed (frame-ancestors). X-Frame-Options says the same to
+// browsers that predate frame-ancestors.
+const contentSecurityPolicy = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+
+// setSecurityHeaders adds to h the headers every response of the example
+// carries.
+//
+// Framing is the one that matters most here. A page the session cookie
+// reaches (SameSite=Lax lets it reach pages of the same site: another port
+// or subdomain, a compromised or user-content host beside the app) could
+// show the devices page in an invisible frame and lay it under a button of
+// its own, so the victim's click lands on "Log out everywhere" or "Sign
+// out" (clickjacking). http.CrossOriginProtection does not see it: the
+// click submits the app's own form from the app's own page, a same-origin
+// POST. Refusing to be framed (X-Frame-Options: DENY, CSP frame-ancestors
+// 'none') stops it in the browser.
+//
+// nosniff makes the browser trust the Content-Type, so a response is never
+// run as a script or stylesheet it is not; Referrer-Policy keeps the app's
+// URLs (which name session IDs on the devices page) from other sites.
+func setSecurityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", contentSecurityPolicy)
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+}
+
+// securityHeaders sets the security headers on every response of next,
+// before next runs, so error pages, redirects and the cross-origin
+// refusal carry them too.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setSecurityHeaders(w.Header())
+		next.ServeHTTP(w, r)
+	})
+}
+
+// static holds the stylesheet and the start page's script, served from the
+// app's own origin as the Content-Security-Policy requires.
+//
+//go:embed static
+var static embed.FS
 
 // clientAddr returns the address of the client of r as the devices page
 // shows it: the connection's peer, since the example has no proxy in
@@ -94,8 +147,9 @@ type app struct {
 // newApp returns the example's whole handler for m. The pages run inside
 // the session middleware, itself behind cross-origin protection: a
 // cross-site POST is refused with 403 before any session is loaded.
-// /debug/vars runs outside both, so monitoring never creates or extends a
-// session.
+// /debug/vars and the stylesheet and script under /static/ run outside
+// both, so monitoring and static files never create or extend a session.
+// Every response carries the security headers (see setSecurityHeaders).
 //
 // Only a login stores a session. Anonymous visitors read nothing from the
 // store and write nothing to it, so a crawler or a flood of requests
@@ -110,6 +164,7 @@ func newApp(m *pgsession.Manager, log *slog.Logger) http.Handler {
 
 	pages := http.NewServeMux()
 	pages.HandleFunc("GET /{$}", a.home)
+	pages.HandleFunc("GET /login", a.loginPage)
 	pages.HandleFunc("POST /login", a.login)
 	pages.HandleFunc("POST /logout", a.logout)
 	pages.HandleFunc("POST /logout-everywhere", a.logoutEverywhere)
@@ -121,8 +176,11 @@ func newApp(m *pgsession.Manager, log *slog.Logger) http.Handler {
 
 	root := http.NewServeMux()
 	root.HandleFunc("GET /debug/vars", a.vars)
+	root.HandleFunc("GET /static/{file}", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFileFS(w, r, static, "static/"+r.PathValue("file"))
+	})
 	root.Handle("/", http.NewCrossOriginProtection().Handler(m.Middleware(pages)))
-	return root
+	return securityHeaders(root)
 }
 
 // templates are the example's pages. html/template escapes every value
@@ -134,49 +192,56 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 {{define "flash"}}{{with .}}<p id="flash" role="status">{{.}}</p>
 {{end}}{{end}}
 
-{{define "home"}}<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>pgsession example</title></head>
+{{define "top"}}<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.}} · pgsession example</title>
+<link rel="stylesheet" href="/static/app.css">
+</head>
 <body>
-<h1>pgsession example</h1>
-{{template "flash" .Flash}}
-{{- if .User}}
-<p id="user">Logged in as <b>{{.User}}</b></p>
-<p id="visits">Visits in this session: {{.Visits}}</p>
-<p><a id="devices" href="/devices">Your devices</a></p>
-<form method="post" action="/logout"><button id="logout">Log out</button></form>
-{{else}}
-<p id="user">Not logged in</p>
-<form method="post" action="/login">
+<header class="bar"><a class="brand" href="/">pgsession example</a>
+<nav><a href="/">Start</a><a href="/devices">Devices</a></nav></header>
+<main>
+{{end}}
+
+{{define "bottom"}}</main>
+<footer><a href="/debug/vars">Session statistics</a> · <a href="/healthz">Health check</a></footer>
+</body></html>
+{{end}}
+
+{{define "loginform"}}<form class="stack" method="post" action="/login">
 <label>Name <input id="name" name="name" autocomplete="username" maxlength="64" required></label>
 <label><input id="remember" name="remember" type="checkbox" value="on"> Remember me for 30 days</label>
 <button id="login">Log in</button>
 </form>
 {{end}}
-<h2>Server-sent events</h2>
-<p><button id="stream" type="button">Stream events</button> (or open <a href="/events">/events</a>)</p>
-<ol id="events"></ol>
-<p><a href="/debug/vars">Session statistics</a> · <a href="/healthz">Health check</a></p>
-<script>
-document.getElementById("stream").onclick = () => {
-	const list = document.getElementById("events");
-	list.replaceChildren();
-	const es = new EventSource("/events");
-	es.onmessage = (e) => {
-		const li = document.createElement("li");
-		li.textContent = e.data;
-		list.append(li);
-	};
-	es.addEventListener("end", () => es.close()); // else EventSource reconnects
-	es.onerror = () => es.close();
-};
-</script>
-</body></html>
-{{end}}
 
-{{define "devices"}}<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Your devices</title></head>
-<body>
-<h1>Your devices</h1>
+{{define "home"}}{{template "top" "Start"}}<h1>Start</h1>
+{{template "flash" .Flash}}
+{{- if .User}}
+<p id="user">Logged in as <b>{{.User}}</b></p>
+<p id="visits">Visits in this session: {{.Visits}}</p>
+<div class="actions">
+<a id="devices" href="/devices">Your devices</a>
+</div>
+<form method="post" action="/logout"><button id="logout" class="secondary">Log out</button></form>
+{{else}}
+<p id="user">Not logged in</p>
+{{template "loginform"}}
+{{end}}
+<h2>Server-sent events</h2>
+<p><button id="stream" type="button" class="secondary">Stream events</button> (or open <a href="/events">/events</a>)</p>
+<ol id="events"></ol>
+<script src="/static/app.js"></script>
+{{template "bottom"}}{{end}}
+
+{{define "login"}}{{template "top" "Log in"}}<h1>Log in</h1>
+{{template "flash" .Flash}}
+<p id="user">Not logged in</p>
+{{template "loginform"}}
+{{template "bottom"}}{{end}}
+
+{{define "devices"}}{{template "top" "Your devices"}}<h1>Your devices</h1>
 {{template "flash" .Flash}}
 <p>Where <b>{{.User}}</b> is logged in, most recently used first. Sign out any device you do not recognise.</p>
 <table id="sessions">
@@ -187,15 +252,16 @@ document.getElementById("stream").onclick = () => {
 <td class="addr">{{.Device.Addr}}</td>
 <td>{{when .LastAccess}}</td>
 <td>{{if .Expires.IsZero}}never{{else}}{{when .Expires}}{{end}}</td>
-<td>{{if not .Current}}<form method="post" action="/devices/{{.ID}}/signout"><button id="signout-{{.ID}}">Sign out</button></form>{{end}}</td>
+<td>{{if not .Current}}<form class="inline" method="post" action="/devices/{{.ID}}/signout"><button id="signout-{{.ID}}" class="secondary">Sign out</button></form>{{end}}</td>
 </tr>
 {{- end}}
 </table>
-<form method="post" action="/devices/signout-others"><button id="signout-others">Sign out all other devices</button></form>
-<form method="post" action="/logout-everywhere"><button id="logout-everywhere">Log out everywhere, this device too</button></form>
+<div class="actions">
+<form method="post" action="/devices/signout-others"><button id="signout-others" class="secondary">Sign out all other devices</button></form>
+<form method="post" action="/logout-everywhere"><button id="logout-everywhere" class="danger">Log out everywhere, this device too</button></form>
+</div>
 <p><a id="home" href="/">Back to the start page</a></p>
-</body></html>
-{{end}}
+{{template "bottom"}}{{end}}
 `))
 
 // render executes the named template with data as the page.
@@ -255,6 +321,27 @@ func (a *app) home(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	a.render(w, r, "home", data)
+}
+
+// loginPage shows the login form, the one the start page shows to an
+// anonymous visitor. A logged-in user is sent to the start page.
+func (a *app) loginPage(w http.ResponseWriter, r *http.Request) {
+	s := pgsession.FromContext(r.Context())
+	name, err := user(s)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if name != "" {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	var data struct{ Flash string }
+	if data.Flash, err = popFlash(s); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.render(w, r, "login", data)
 }
 
 // login starts a new session for the user: it drops whatever the session

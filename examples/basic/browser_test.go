@@ -2,16 +2,23 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/cdproto/storage"
 	"github.com/chromedp/chromedp"
 
@@ -160,6 +167,55 @@ func (b *browser) sessionCookie() *network.Cookie {
 	return found
 }
 
+// consoleLog records what Chromium logs to the console of the browser's
+// tab (Log.entryAdded): blocked resources, Content-Security-Policy
+// violations, refused frames.
+type consoleLog struct {
+	mu      sync.Mutex
+	entries []string
+}
+
+// recordConsole starts recording the console of b's tab.
+func (b *browser) recordConsole() *consoleLog {
+	b.t.Helper()
+	l := new(consoleLog)
+	err := chromedp.Listen(b.ctx, func(ev any) {
+		if e, ok := ev.(*log.EventEntryAdded); ok {
+			l.mu.Lock()
+			l.entries = append(l.entries, fmt.Sprintf("%s %s: %s", e.Entry.Source, e.Entry.Level, e.Entry.Text))
+			l.mu.Unlock()
+		}
+	})
+	if err != nil {
+		b.t.Fatalf("listen to the console: %v", err)
+	}
+	return l
+}
+
+// matching returns the entries so far that contain any of subs.
+func (l *consoleLog) matching(subs ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, e := range l.entries {
+		for _, s := range subs {
+			if strings.Contains(e, s) {
+				out = append(out, e)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// styled reports whether the page's stylesheet applies: the header bar has
+// the stylesheet's background, not the browser's transparent default.
+func (b *browser) styled() bool {
+	b.t.Helper()
+	return value(b, "the header's style", chromedp.Evaluate[bool](
+		`getComputedStyle(document.querySelector("header.bar")).backgroundColor !== "rgba(0, 0, 0, 0)"`))
+}
+
 // login types name into the start page's form, ticks "Remember me" if
 // remember is set, and submits the form.
 func (b *browser) login(name string, remember bool) {
@@ -183,11 +239,16 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("httptest serves %s, want http://127.0.0.1", f.srv.URL)
 	}
 
+	console := b.recordConsole()
+
 	// An anonymous visit stores nothing, here or on the server.
 	b.open(f.srv.URL)
 	b.open(f.srv.URL)
 	if u := b.text("user"); u != "Not logged in" {
 		t.Fatalf("first page: %q", u)
+	}
+	if !b.styled() {
+		t.Errorf("the start page is unstyled: the stylesheet did not apply")
 	}
 	if c := b.sessionCookie(); c != nil {
 		t.Errorf("an anonymous visit stored a session cookie: %+v", c)
@@ -261,6 +322,90 @@ func TestBrowser(t *testing.T) {
 	}
 	if c := b.sessionCookie(); c != nil {
 		t.Errorf("the start page after logout stored a session cookie: %+v", c)
+	}
+
+	// GET /login shows the form on a page of its own.
+	b.open(f.srv.URL + "/login")
+	if u := b.text("user"); u != "Not logged in" || !b.has("login") || !b.styled() {
+		t.Errorf("GET /login: %q, form shown %v, styled %v", u, b.has("login"), b.styled())
+	}
+	b.login("ada", false)
+	if u := b.text("user"); u != "Logged in as ada" {
+		t.Errorf("after logging in from /login: %q", u)
+	}
+
+	// The pages, their stylesheet, script and event stream fit the
+	// Content-Security-Policy: Chromium blocked nothing.
+	if v := console.matching("Content Security Policy", "Refused to"); len(v) > 0 {
+		t.Errorf("Chromium blocked parts of the example's own pages:\n%s", strings.Join(v, "\n"))
+	}
+}
+
+// TestBrowserRefusesFraming: a page of another origin on the same site (the
+// same host, another port: a sibling the SameSite=Lax cookie reaches)
+// frames /devices for a logged-in user, as a clickjacking page would to lay
+// "Log out everywhere" under a button of its own. Chromium must refuse to
+// show the app in the frame: the frame holds an error page, not the
+// devices page, and the console reports the block.
+func TestBrowserRefusesFraming(t *testing.T) {
+	b := startBrowser(t)
+	f := serve(t, pgsession.NewMemoryBackend(), false, false)
+	console := b.recordConsole()
+	b.open(f.srv.URL + "/login")
+	b.login("ada", false)
+	// Not framed, the devices page shows for this browser.
+	b.open(f.srv.URL + "/devices")
+	if !b.has("logout-everywhere") {
+		t.Fatal("the devices page has no #logout-everywhere button")
+	}
+
+	target := f.srv.URL + "/devices"
+	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><title>Win a prize</title>
+<button>Claim your prize</button>
+<iframe id="victim" src="%s" width="800" height="600" onload="window.framed = true"></iframe>`, target)
+	}))
+	t.Cleanup(attacker.Close)
+	b.open(attacker.URL)
+	value(b, "wait for the frame to load", chromedp.Poll[bool](`window.framed === true`))
+
+	// What the frame shows, read inside the frame itself.
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	tree, err := chromedp.Call(ctx, page.GetFrameTree, cdp.Empty{})
+	if err != nil {
+		t.Fatalf("Page.getFrameTree: %v", err)
+	}
+	if n := len(tree.FrameTree.ChildFrames); n != 1 {
+		t.Fatalf("the attacker's page has %d frames, want 1", n)
+	}
+	frame := tree.FrameTree.ChildFrames[0].Frame
+	world, err := chromedp.Call(ctx, page.CreateIsolatedWorld, page.CreateIsolatedWorldParams{FrameID: frame.ID})
+	if err != nil {
+		t.Fatalf("Page.createIsolatedWorld in the frame: %v", err)
+	}
+	byValue := true
+	res, err := chromedp.Call(ctx, runtime.Evaluate, runtime.EvaluateParams{
+		Expression:    `document.getElementById("logout-everywhere") !== null`,
+		ContextID:     world.ExecutionContextID,
+		ReturnByValue: &byValue,
+	})
+	if err != nil || res.ExceptionDetails != nil || res.Result == nil {
+		t.Fatalf("look into the frame: %v %+v", err, res.ExceptionDetails)
+	}
+	if shown := string(res.Result.Value) == "true"; shown || strings.HasPrefix(frame.URL, f.srv.URL) {
+		t.Errorf("the attacker's page shows the devices page in a frame (frame at %q, #logout-everywhere present: %v): clickjacking is possible", frame.URL, shown)
+	}
+	if frame.UnreachableURL != target {
+		t.Errorf("the frame's unreachable URL is %q, want %q (refused)", frame.UnreachableURL, target)
+	}
+	if blocked := console.matching("frame-ancestors", "X-Frame-Options"); len(blocked) == 0 {
+		t.Errorf("Chromium logged no refused frame; console:\n%s", strings.Join(console.matching(""), "\n"))
 	}
 }
 

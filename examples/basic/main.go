@@ -7,7 +7,10 @@
 // freezes the session, and the session statistics at /debug/vars.
 // Anonymous visitors get no session: only a login stores one (and a
 // logout, for its message, until the next page shows it), and a janitor
-// (RunCleanup) removes expired sessions every 15 minutes.
+// (RunCleanup) removes expired sessions every 15 minutes. Every response
+// carries security headers (see setSecurityHeaders): no page can be
+// framed by another, not even a same-site one, and the Content-Security-
+// Policy allows scripts and styles from the app only.
 //
 //	go -C examples run ./basic                                   # memory backend
 //	DATABASE_URL='postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' go -C examples run ./basic
