@@ -314,7 +314,10 @@ func (b *PostgresBackend) run(ctx context.Context, query string, args []any, sca
 	)
 	switch {
 	case p.mode == modeDriver:
-		st, err = b.driverStatement(ctx, query)
+		start := time.Now()
+		if st, err = b.driverStatement(ctx, query); err != nil && err == ctx.Err() { //nolint:errorlint // identity: the bare context error
+			err = notSent(ctx, start, err) // preparing waited for a pool connection
+		}
 	case p.mode == modeExecute:
 		ps = b.prepared(query)
 		text, err = b.execute(ps, args)
@@ -406,13 +409,19 @@ func (b *PostgresBackend) attempt(ctx context.Context, st *sql.Stmt, text string
 		return n, err
 	}
 	if !sent {
-		return 0, fmt.Errorf("pgsession: no pool connection after waiting %v, the statement was not sent (raise db.SetMaxOpenConns or WithQueryTimeout, or check that the database is reachable): %w",
-			time.Since(start).Round(time.Millisecond), errors.Join(ctx.Err(), err))
+		return 0, notSent(ctx, start, err)
 	}
 	// lib/pq may report success for a statement it cancelled (one that
 	// committed locally and waited for a synchronous standby): the outcome
 	// is unknown, so it is never reported as done.
 	return 0, fmt.Errorf("pgsession: statement did not complete in time (%v from asking for a pool connection), its outcome is unknown: %w",
+		time.Since(start).Round(time.Millisecond), errors.Join(ctx.Err(), err))
+}
+
+// notSent is the error of a call whose ctx ended while it waited for a
+// pool connection (err is what database/sql returned): nothing was sent.
+func notSent(ctx context.Context, start time.Time, err error) error {
+	return fmt.Errorf("pgsession: no pool connection after waiting %v, the statement was not sent (raise db.SetMaxOpenConns or WithQueryTimeout, or check that the database is reachable): %w",
 		time.Since(start).Round(time.Millisecond), errors.Join(ctx.Err(), err))
 }
 
