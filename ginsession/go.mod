@@ -42,5 +42,7 @@ require (
 	google.golang.org/protobuf v1.36.10 // indirect
 )
 
-// ginsession builds against this checkout of pgsession.
+// ginsession builds against this checkout of pgsession. The replace binds
+// only this module's own builds: at a release, require the tagged pgsession
+// version above and tag this module as ginsession/vX.Y.Z.
 replace github.com/pgsession/pgsession => ../
