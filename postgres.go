@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -60,6 +61,8 @@ type PostgresBackend struct {
 	inline  bool  // the driver is lib/pq: values go into the text, see run
 	mode    statementMode
 	stmts   sync.Map // query template -> *preparedStatement or *sql.Stmt, see prepared.go
+
+	distributed atomic.Int32 // distributedUnknown, distributedNo or distributedYes (Citus)
 }
 
 // PostgresOption configures a PostgresBackend.
@@ -245,6 +248,22 @@ const (
 	sqlDeleteExpiredExclusive = `WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(1886610285, hashtext($5)) AS ok),
 		del AS (DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
 			SELECT key_hash FROM {t} WHERE (SELECT ok FROM lock) AND ` + sqlExpired + ` LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING 1)
+		SELECT (SELECT ok FROM lock), (SELECT count(*) FROM del)`
+	// The cleanup of a table distributed by Citus, which refuses FOR UPDATE
+	// across shards. Citus runs the inner SELECT first (each shard stops at
+	// $3 rows, the coordinator keeps $3 of them), then the DELETE on every
+	// shard, by primary key (its first column) for those $3 key hashes. With
+	// no row lock between the two, the DELETE checks the cutoffs again: a
+	// row a request touched meanwhile stays (READ COMMITTED re-checks a row
+	// it waited for). A row locked by a request is waited for, not skipped.
+	sqlDeleteExpiredDistributed = `DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
+		SELECT key_hash FROM {t} WHERE ` + sqlExpired + ` LIMIT $3)) AND ` + sqlExpired
+	// sqlDeleteExpiredDistributed under the cleanup lock, as
+	// sqlDeleteExpiredExclusive. Citus takes the lock on the node the
+	// statement was sent to, before it runs the DELETE.
+	sqlDeleteExpiredDistributedExclusive = `WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(1886610285, hashtext($5)) AS ok),
+		del AS (DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
+			SELECT key_hash FROM {t} WHERE (SELECT ok FROM lock) AND ` + sqlExpired + ` LIMIT $3)) AND ` + sqlExpired + ` RETURNING 1)
 		SELECT (SELECT ok FROM lock), (SELECT count(*) FROM del)`
 )
 
@@ -637,9 +656,19 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 }
 
 // DeleteExpired implements Backend, removing at most limit rows in one
-// statement. Rows locked by a concurrent request are skipped.
+// statement. Rows locked by a concurrent request are skipped (on a table
+// distributed by Citus, waited for).
 func (b *PostgresBackend) DeleteExpired(ctx context.Context, c Cutoffs, limit int) (int, error) {
-	n, err := b.exec(ctx, sqlDeleteExpired, nullTime(c.IdleBefore), nullTime(c.CreatedBefore), limit, nullTime(c.Now))
+	args := []any{nullTime(c.IdleBefore), nullTime(c.CreatedBefore), limit, nullTime(c.Now)}
+	var n int64
+	err := b.cleanup(ctx, func(distributed bool) (err error) {
+		query := sqlDeleteExpired
+		if distributed {
+			query = sqlDeleteExpiredDistributed
+		}
+		n, err = b.exec(ctx, query, args...)
+		return err
+	})
 	return int(n), err
 }
 
@@ -649,16 +678,139 @@ func (b *PostgresBackend) DeleteExpired(ctx context.Context, c Cutoffs, limit in
 // behind any connection pooler.
 func (b *PostgresBackend) DeleteExpiredExclusive(ctx context.Context, c Cutoffs, limit int) (n int, ok bool, err error) {
 	args := []any{nullTime(c.IdleBefore), nullTime(c.CreatedBefore), limit, nullTime(c.Now), b.table}
-	_, err = b.run(ctx, sqlDeleteExpiredExclusive, args, func(rows *sql.Rows) error {
-		if !rows.Next() {
-			return errors.Join(rows.Err(), errors.New("pgsession: cleanup returned no row"))
+	err = b.cleanup(ctx, func(distributed bool) error {
+		query := sqlDeleteExpiredExclusive
+		if distributed {
+			query = sqlDeleteExpiredDistributedExclusive
 		}
-		return rows.Scan(&ok, &n)
+		_, err := b.run(ctx, query, args, func(rows *sql.Rows) error {
+			if !rows.Next() {
+				return errors.Join(rows.Err(), errors.New("pgsession: cleanup returned no row"))
+			}
+			return rows.Scan(&ok, &n)
+		})
+		return err
 	})
 	if err != nil {
 		return 0, false, err
 	}
 	return n, ok, nil
+}
+
+// Whether the table is distributed by Citus, as b.distributed holds it.
+const (
+	distributedUnknown int32 = iota
+	distributedNo
+	distributedYes
+)
+
+// cleanup runs one cleanup statement with do, which is told whether the
+// table is distributed by Citus. That is looked up on first use (and set by
+// Distribute); if the plain statement is refused as Citus refuses FOR
+// UPDATE across shards (the table was distributed since), it is looked up
+// again and the statement retried once.
+func (b *PostgresBackend) cleanup(ctx context.Context, do func(distributed bool) error) error {
+	for attempt := 0; ; attempt++ {
+		state := b.distributed.Load()
+		if state == distributedUnknown {
+			dist, err := b.isDistributed(ctx)
+			if err != nil {
+				return err
+			}
+			state = distributedNo
+			if dist {
+				state = distributedYes
+			}
+			b.distributed.Store(state)
+		}
+		err := do(state == distributedYes)
+		var e interface{ SQLState() string }
+		if err == nil || attempt > 0 || state != distributedNo || !errors.As(err, &e) || e.SQLState() != "0A000" {
+			return err
+		}
+		b.distributed.Store(distributedUnknown) // feature_not_supported: look again
+	}
+}
+
+// isDistributed reports whether the table is a Citus distributed table.
+// Without the citus extension it costs one catalog query.
+func (b *PostgresBackend) isDistributed(ctx context.Context) (bool, error) {
+	if b.err != nil {
+		return false, b.err
+	}
+	ctx, cancel := b.withTimeout(ctx)
+	defer cancel()
+	table, err := quoteString(b.table)
+	if err != nil {
+		return false, err
+	}
+	var dist bool
+	err = b.db.QueryRowContext(ctx, `SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL`).Scan(&dist)
+	if err == nil && dist {
+		err = b.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
+			WHERE logicalrelid = to_regclass(`+table+`) AND partmethod = 'h')`).Scan(&dist)
+	}
+	if err != nil {
+		return false, b.explain(fmt.Errorf("pgsession: is %s distributed (Citus): %w", b.table, err))
+	}
+	return dist, nil
+}
+
+// Distribute makes the session table a distributed table of Citus, sharded
+// by session_id, for a site whose session traffic outgrows one PostgreSQL
+// server (see the README's "Scaling out on Citus"): every statement on one
+// session then runs on one shard. It migrates the table first (see
+// Migrate), and it is idempotent and safe to call from several instances at
+// once, like Migrate. Rows already in the table move into the shards.
+//
+// Call it through the Citus coordinator. Without the citus extension in the
+// database it returns an error and changes nothing beyond Migrate's; so it
+// does for a table Citus already distributes by another column, or holds as
+// a reference or local table (alter_distributed_table or
+// undistribute_table change those).
+func (b *PostgresBackend) Distribute(ctx context.Context) error {
+	if err := b.Migrate(ctx); err != nil {
+		return err
+	}
+	tx, err := b.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("pgsession: distribute: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLock)); err != nil {
+		return fmt.Errorf("pgsession: distribute: lock: %w", err)
+	}
+	var citus bool
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')`).Scan(&citus); err != nil {
+		return fmt.Errorf("pgsession: distribute: %w", err)
+	}
+	if !citus {
+		return fmt.Errorf("pgsession: distribute %s: the citus extension is not installed in this database (CREATE EXTENSION citus, on the coordinator)", b.table)
+	}
+	var method, column sql.NullString
+	err = tx.QueryRowContext(ctx, `SELECT partmethod::text, column_to_column_name(logicalrelid, partkey)
+		FROM pg_dist_partition WHERE logicalrelid = to_regclass($1)`, b.table).Scan(&method, &column)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := tx.ExecContext(ctx, `SELECT create_distributed_table($1, 'session_id')`, b.table); err != nil {
+			return fmt.Errorf("pgsession: distribute %s: %w", b.table, err)
+		}
+		// The rows were copied into the shards; drop the coordinator's own.
+		if _, err := tx.ExecContext(ctx, `SELECT truncate_local_data_after_distributing_table($1)`, b.table); err != nil {
+			return fmt.Errorf("pgsession: distribute %s: %w", b.table, err)
+		}
+	case err != nil:
+		return fmt.Errorf("pgsession: distribute %s: %w", b.table, err)
+	case method.String != "h" || column.String != "session_id":
+		return fmt.Errorf("pgsession: distribute %s: Citus already holds it (method %q, column %q), want it distributed by session_id: "+
+			"SELECT alter_distributed_table('%s', distribution_column := 'session_id') for a distributed table",
+			b.table, method.String, column.String, b.table)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("pgsession: distribute: commit: %w", err)
+	}
+	b.distributed.Store(distributedYes)
+	return nil
 }
 
 // DeleteByPrincipal implements PrincipalBackend.

@@ -119,7 +119,7 @@ func TestPostgresTableNames(t *testing.T) {
 		if err := b.Migrate(context.Background()); err == nil || !strings.Contains(err.Error(), "invalid table name") {
 			t.Errorf("WithTable(%q).Migrate = %v, want an invalid table name error", bad, err)
 		}
-		if _, err := b.Load(context.Background(), pgsession.ID{}); err == nil {
+		if _, err := b.Load(context.Background(), pgsession.ID{}, pgsession.SessionID{}); err == nil {
 			t.Errorf("WithTable(%q).Load succeeded", bad)
 		}
 	}
@@ -136,7 +136,7 @@ func TestPostgresTableNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Load(context.Background(), id); err != nil {
+	if _, err := b.Load(context.Background(), id, pgsession.SessionID{}); err != nil {
 		t.Fatal(err)
 	}
 }
