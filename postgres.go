@@ -1009,18 +1009,13 @@ func (b *PostgresBackend) Migrate(ctx context.Context) error {
 			continue // up to date: no ALTER TABLE, whose lock would stall requests
 		}
 		if strings.HasPrefix(stmt, "ALTER TABLE") && strings.Contains(stmt, "PRIMARY KEY") {
-			if current.exists && current.primaryKey {
-				continue
+			if !current.exists || current.primaryKey {
+				continue // created just now, or up to date
 			}
-			// The table's actual constraint, whatever its name (none
-			// only if someone dropped it).
-			stmt = "ALTER TABLE sessions ADD CONSTRAINT sessions_pkey PRIMARY KEY (key_hash, session_id)"
-			if current.pkName != "" {
-				stmt = "ALTER TABLE sessions DROP CONSTRAINT " + pq.QuoteIdentifier(current.pkName) +
-					", ADD CONSTRAINT sessions_pkey PRIMARY KEY (key_hash, session_id)"
-			}
+			stmt = b.upgradePrimaryKey(current.pkName)
+		} else {
+			stmt = schemaName.ReplaceAllStringFunc(stmt, b.quoteSchemaName)
 		}
-		stmt = schemaName.ReplaceAllStringFunc(stmt, b.quoteSchemaName)
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("pgsession: migrate: %w", err)
 		}
@@ -1029,6 +1024,17 @@ func (b *PostgresBackend) Migrate(ctx context.Context) error {
 		return fmt.Errorf("pgsession: migrate: commit: %w", err)
 	}
 	return nil
+}
+
+// upgradePrimaryKey returns the statement that makes the table's primary
+// key (key_hash, session_id), replacing the constraint named old (whatever
+// its name; none if "").
+func (b *PostgresBackend) upgradePrimaryKey(old string) string {
+	stmt := "ALTER TABLE " + b.table + " "
+	if old != "" {
+		stmt += "DROP CONSTRAINT " + pq.QuoteIdentifier(old) + ", "
+	}
+	return stmt + "ADD CONSTRAINT " + pq.QuoteIdentifier(b.base+"_pkey") + " " + wantPrimaryKey
 }
 
 // tableState is what checkTable found.
