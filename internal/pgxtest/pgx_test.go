@@ -207,7 +207,10 @@ func BenchmarkLoad(b *testing.B) {
 			var load func(id pgsession.ID) error
 			switch m.raw {
 			case "":
-				load = func(id pgsession.ID) error { _, err := be.Load(context.Background(), id, pgsession.SessionID{}); return err }
+				load = func(id pgsession.ID) error {
+					_, err := be.Load(context.Background(), id, pgsession.SessionID{})
+					return err
+				}
 			case "params":
 				load = func(id pgsession.ID) error { return scanLoad(db.QueryRowContext(context.Background(), query, id[:])) }
 			case "prepared":
