@@ -104,18 +104,21 @@ type Op uint8
 const (
 	// OpNone writes nothing.
 	OpNone Op = iota
-	// OpInsert stores a new session under New with the data Patch.Set,
-	// timestamps Created and Accessed. If Old is set, the (expired) row Old is
-	// removed in the same step, whether or not it still exists. New is
-	// random, so a row already under New is this insert's own earlier
-	// attempt: repeating an insert succeeds and writes nothing more.
+	// OpInsert stores a new session under New and SessionID with the data
+	// Patch.Set, timestamps Created and Accessed. If Old is set, the
+	// (expired) row Old (of OldSessionID) is removed in the same step,
+	// whether or not it still exists. New is random, so a row already under
+	// New is this insert's own earlier attempt: repeating an insert succeeds
+	// and writes nothing more.
 	OpInsert
 	// OpUpdate applies Patch to the row Old and moves its access time forward
 	// to Accessed (never backwards; a zero Accessed leaves it as it is). If
 	// the row no longer exists it returns ErrGone and creates nothing.
 	OpUpdate
 	// OpRotate moves the row Old to the new ID New, applying Patch and setting
-	// Created and Accessed; no row is left under Old. The move is one atomic
+	// Created and Accessed; no row is left under Old. The row keeps its
+	// SessionID (OldSessionID), so a backend sharded by it never moves the
+	// row between shards. The move is one atomic
 	// step that a concurrent bulk deletion (DeleteByPrincipal) cannot miss:
 	// if the deletion matched the row under Old, the row under New is gone
 	// too. Of concurrent rotations of one row exactly one succeeds. If the
@@ -155,6 +158,13 @@ type Action struct {
 	Created  time.Time // for OpInsert and OpRotate
 	Accessed time.Time // for OpInsert, OpUpdate and OpRotate
 
+	// OldSessionID is the SessionID of the row Old, as Load returned it in
+	// Record.SessionID (zero when Old is). Old and OldSessionID together
+	// name the row: an action finds no row under Old with another
+	// SessionID. PostgresBackend keys every statement by both, so that a
+	// table distributed by session_id (Citus) runs each on one shard.
+	OldSessionID SessionID
+
 	// SetPrincipal says the row's principal becomes Principal ("" for none).
 	// Otherwise an update keeps the stored principal and a rotation carries
 	// it to the new row. See Config.PrincipalKey.
@@ -165,7 +175,7 @@ type Action struct {
 	Principal string
 
 	// SessionID is the new row's lasting name, for OpInsert. A rotation and
-	// an update keep the stored one.
+	// an update keep the stored one (OldSessionID).
 	SessionID SessionID
 	// Lifetime, if not nil, becomes the row's own lifetime (resolved, as in
 	// Record); nil keeps the stored one (none for OpInsert).
@@ -200,9 +210,12 @@ func (c Cutoffs) expired(created, accessed, expires time.Time, own bool) bool {
 // The package's conformance tests (run against every built-in backend) define
 // the exact semantics; a new backend should pass them too.
 type Backend interface {
-	// Load returns the session stored under id, expired or not (expiry is the
-	// policy's decision), or ErrNotFound.
-	Load(ctx context.Context, id ID) (*Record, error)
+	// Load returns the session stored under id whose SessionID is sid,
+	// expired or not (expiry is the policy's decision), or ErrNotFound. A
+	// zero sid (a token issued before tokens carried the session ID) loads
+	// by id alone. Either way the Record carries the stored SessionID, which
+	// the actions on the row then carry in OldSessionID.
+	Load(ctx context.Context, id ID, sid SessionID) (*Record, error)
 	// Apply executes a. It returns ErrGone when an OpUpdate or OpRotate finds
 	// its row gone (deleted by a concurrent logout or rotation). Repeating
 	// an OpInsert or OpRotate that succeeded succeeds again. An Apply whose

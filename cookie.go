@@ -20,11 +20,25 @@ import (
 // keyLength is the number of random bytes in a session key.
 const keyLength = 32
 
+// tokenLength is the number of bytes a token signs: the session's ID and
+// its key. Tokens issued before the session ID went in sign the key alone
+// (keyLength bytes); they are still accepted.
+const tokenLength = len(SessionID{}) + keyLength
+
 // maxCookieValue bounds the encoded cookie value we try to verify. A genuine
-// value is about 120 bytes; anything much longer is rejected unread.
+// value is about 150 bytes; anything much longer is rejected unread.
 const maxCookieValue = 512
 
-// signer signs and verifies session keys in securecookie's format.
+// credential is what a verified token carries: the session key and the
+// session's ID, zero in a token of the old form (key alone), whose session
+// is then found by the key alone.
+type credential struct {
+	key []byte
+	sid SessionID
+}
+
+// signer signs and verifies tokens in securecookie's format: the session ID
+// and key, 48 bytes (or, in the old form, the key alone).
 // Expiry is the server's business alone, so securecookie's timestamp check
 // is disabled.
 type signer struct {
@@ -42,7 +56,7 @@ type verifier struct {
 	in   [maxCookieValue]byte
 	b    [maxCookieValue]byte
 	sum  [sha256.Size]byte
-	keyb [keyLength + 2]byte
+	keyb [tokenLength + 2]byte
 }
 
 func newSigner(name string, hashKeys [][]byte) signer {
@@ -57,74 +71,88 @@ func newSigner(name string, hashKeys [][]byte) signer {
 	return s
 }
 
-// encode returns the signed form of key, signed with the first hash key.
-func (s signer) encode(key []byte) (string, error) {
-	return s.codec.Encode(s.name, key)
+// encode returns the token of the session sid with key, signed with the
+// first hash key: sid and key, in this order, are its payload.
+func (s signer) encode(sid SessionID, key []byte) (string, error) {
+	var b [tokenLength]byte
+	copy(b[copy(b[:], sid[:]):], key)
+	return s.codec.Encode(s.name, b[:])
 }
 
-// decode verifies value with every hash key and returns the session key it
+// decode verifies value with every hash key and returns the credential it
 // carries, or false. It never touches the database. It accepts exactly what
-// securecookie's Decode accepts for a 32-byte key with the codec's settings
-// (FuzzCookie checks both agree), without its per-call allocations:
-// value is base64url("date|base64url(key)|mac"), with mac the HMAC-SHA256
-// of "name|date|base64url(key)".
-func (s signer) decode(value string) ([]byte, bool) {
-	key, _, ok := s.decodeCurrent(value)
-	return key, ok
+// securecookie's Decode accepts for a 48-byte payload (or a 32-byte one, a
+// token of the old form) with the codec's settings (FuzzCookie checks both
+// agree), without its per-call allocations: value is
+// base64url("date|base64url(payload)|mac"), with mac the HMAC-SHA256 of
+// "name|date|base64url(payload)".
+func (s signer) decode(value string) (credential, bool) {
+	c, _, ok := s.decodeCurrent(value)
+	return c, ok
 }
 
-// decodeCurrent is decode, and also reports whether the first hash key
-// signed value: such a value is exactly what encode would return for the
-// key but for its timestamp, which nothing checks, so it can be sent again
-// as is instead of signing the key anew.
-func (s signer) decodeCurrent(value string) (key []byte, current, ok bool) {
+// decodeCurrent is decode, and also reports whether value is current: of
+// the new form and signed with the first hash key. Such a value is exactly
+// what encode would return for the credential but for its timestamp, which
+// nothing checks, so it can be sent again as is instead of signing anew.
+func (s signer) decodeCurrent(value string) (c credential, current, ok bool) {
 	if len(value) > maxCookieValue {
-		return nil, false, false
+		return credential{}, false, false
 	}
 	for i, pool := range s.macs {
 		v := pool.Get().(*verifier)
-		key, ok := v.verify(s.nameBar, value)
+		c, ok := v.verify(s.nameBar, value)
 		pool.Put(v)
 		if ok {
-			return key, i == 0, true
+			return c, i == 0 && c.sid != (SessionID{}), true
 		}
 	}
-	return nil, false, false
+	return credential{}, false, false
 }
 
 // verify is decode with one hash key.
-func (v *verifier) verify(nameBar []byte, value string) ([]byte, bool) {
+func (v *verifier) verify(nameBar []byte, value string) (credential, bool) {
 	n := copy(v.in[:], value)
 	m, err := base64.URLEncoding.Decode(v.b[:], v.in[:n])
 	if err != nil {
-		return nil, false
+		return credential{}, false
 	}
 	b := v.b[:m]
 	date, rest, ok := bytes.Cut(b, []byte("|"))
 	if !ok {
-		return nil, false
+		return credential{}, false
 	}
 	enc, mac, ok := bytes.Cut(rest, []byte("|"))
 	if !ok || len(mac) != sha256.Size {
-		return nil, false
+		return credential{}, false
 	}
 	v.mac.Reset()
 	v.mac.Write(nameBar)
 	v.mac.Write(b[:len(b)-len(mac)-1])
 	if subtle.ConstantTimeCompare(v.mac.Sum(v.sum[:0]), mac) != 1 {
-		return nil, false
+		return credential{}, false
 	}
 	if _, err := strconv.ParseInt(string(date), 10, 64); err != nil {
-		return nil, false
+		return credential{}, false
 	}
 	if base64.URLEncoding.DecodedLen(len(enc)) > len(v.keyb) {
-		return nil, false
+		return credential{}, false
 	}
 	k, err := base64.URLEncoding.Decode(v.keyb[:], enc)
-	if err != nil || k != keyLength {
-		return nil, false
+	if err != nil || (k != tokenLength && k != keyLength) {
+		return credential{}, false
 	}
-	return bytes.Clone(v.keyb[:k]), true
+	var c credential
+	if k == tokenLength {
+		k = copy(c.sid[:], v.keyb[:])
+		if c.sid == (SessionID{}) {
+			return credential{}, false // never issued: a zero ID means the old form
+		}
+	} else {
+		k = 0
+	}
+	c.key = bytes.Clone(v.keyb[k : k+keyLength])
+	return c, true
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>"

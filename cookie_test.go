@@ -26,24 +26,33 @@ func securecookieValue(name string, hashKey, payload []byte, at time.Time) strin
 func TestSignerIgnoresCookieAge(t *testing.T) {
 	hashKey := []byte(strings.Repeat("k", 32))
 	s := newSigner("session-key", [][]byte{hashKey})
-	key := newKey()
-	v := securecookieValue("session-key", hashKey, key, time.Now().Add(-400*24*time.Hour))
-	if got, ok := s.decode(v); !ok || string(got) != string(key) {
+	c := credential{key: newKey(), sid: newSessionID()}
+	v := securecookieValue("session-key", hashKey, c.payload(), time.Now().Add(-400*24*time.Hour))
+	if got, ok := s.decode(v); !ok || !got.equal(c) {
 		t.Fatalf("a 400-day-old cookie did not verify")
 	}
 	// The hand-built format is securecookie's: a fresh one round-trips.
-	enc, err := s.encode(key)
+	enc, err := s.encode(c.sid, c.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := s.decode(enc); !ok || string(got) != string(key) {
+	if got, ok := s.decode(enc); !ok || !got.equal(c) {
 		t.Fatal("round trip failed")
 	}
-	// Tampering, another name or another key fail.
+	// A token of the old form, the key alone, verifies with a zero SessionID.
+	old := securecookieValue("session-key", hashKey, c.key, time.Now())
+	if got, cur, ok := s.decodeCurrent(old); !ok || cur || !got.equal(credential{key: c.key}) {
+		t.Fatalf("a token of the old form: %+v, current %v, %v", got, cur, ok)
+	}
+	// Tampering, another name or another key fail, and so do a payload of
+	// another length and a zero SessionID (never issued).
 	for _, bad := range []string{
-		securecookieValue("other", hashKey, key, time.Now()),
-		securecookieValue("session-key", []byte(strings.Repeat("x", 32)), key, time.Now()),
-		securecookieValue("session-key", hashKey, key[:31], time.Now()),
+		securecookieValue("other", hashKey, c.payload(), time.Now()),
+		securecookieValue("session-key", []byte(strings.Repeat("x", 32)), c.payload(), time.Now()),
+		securecookieValue("session-key", hashKey, c.key[:31], time.Now()),
+		securecookieValue("session-key", hashKey, c.payload()[:47], time.Now()),
+		securecookieValue("session-key", hashKey, append(c.payload(), 0), time.Now()),
+		securecookieValue("session-key", hashKey, append(make([]byte, 16), c.key...), time.Now()),
 		enc[:len(enc)-4] + "AAAA",
 		strings.Repeat("A", maxCookieValue+1),
 	} {
@@ -142,22 +151,39 @@ func TestSetCookieResendsCurrentValue(t *testing.T) {
 	current := newSigner(m.CookieName(), [][]byte{curKey})
 	first := do("", "")
 	key, ok := current.decode(first)
-	if !ok {
-		t.Fatal("a new session's cookie is not signed with the first hash key")
+	if !ok || key.sid == (SessionID{}) {
+		t.Fatal("a new session's cookie is not signed with the first hash key, in the new form")
 	}
 	// Signed an hour ago (a fresh signature would carry another time).
-	hourOld := securecookieValue(m.CookieName(), curKey, key, time.Now().Add(-time.Hour))
+	hourOld := securecookieValue(m.CookieName(), curKey, key.payload(), time.Now().Add(-time.Hour))
 	if again := do("", hourOld); again != hourOld {
 		t.Errorf("a write re-signed a current cookie: %q, want %q", again, hourOld)
 	}
 	// The same key, signed (as before a secret rotation) with the old key.
-	old := securecookieValue(m.CookieName(), oldKey, key, time.Now().Add(-time.Hour))
+	old := securecookieValue(m.CookieName(), oldKey, key.payload(), time.Now().Add(-time.Hour))
 	resigned := do("", old)
-	if got, ok := current.decode(resigned); !ok || string(got) != string(key) {
+	if got, ok := current.decode(resigned); !ok || !got.equal(key) {
 		t.Errorf("a cookie signed with the old hash key came back as %q, want the same key signed with the first", resigned)
 	}
+	// The same key in the old form (the key alone): re-signed in the new.
+	oldForm := securecookieValue(m.CookieName(), curKey, key.key, time.Now().Add(-time.Hour))
+	upgraded := do("", oldForm)
+	if got, ok := current.decode(upgraded); !ok || !got.equal(key) {
+		t.Errorf("a cookie of the old form came back as %q, want the session ID and key signed with the first hash key", upgraded)
+	}
 	rotated := do("rotate", resigned)
-	if got, ok := current.decode(rotated); !ok || string(got) == string(key) {
-		t.Errorf("a rotation answered %q: want a new key signed with the first hash key", rotated)
+	if got, ok := current.decode(rotated); !ok || string(got.key) == string(key.key) || got.sid != key.sid {
+		t.Errorf("a rotation answered %q: want a new key, the same session ID, signed with the first hash key", rotated)
 	}
 }
+
+// payload is what a token of c signs: its SessionID and key, or the key
+// alone for a zero SessionID (the old form).
+func (c credential) payload() []byte {
+	if c.sid == (SessionID{}) {
+		return c.key
+	}
+	return append(c.sid[:], c.key...)
+}
+
+func (c credential) equal(d credential) bool { return c.sid == d.sid && string(c.key) == string(d.key) }

@@ -23,9 +23,9 @@ type countingBackend struct {
 	loads atomic.Int64
 }
 
-func (b *countingBackend) Load(ctx context.Context, id pgsession.ID) (*pgsession.Record, error) {
+func (b *countingBackend) Load(ctx context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
 	b.loads.Add(1)
-	return b.Backend.Load(ctx, id)
+	return b.Backend.Load(ctx, id, sid)
 }
 
 // tossCookie is one session cookie a request may carry in the tossing test.

@@ -44,11 +44,11 @@ func newLiveRows(b pgsession.Backend) *liveRows {
 	return &liveRows{Backend: b, live: map[pgsession.ID]bool{}}
 }
 
-func (b *liveRows) Load(ctx context.Context, id pgsession.ID) (*pgsession.Record, error) {
+func (b *liveRows) Load(ctx context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
 	b.mu.Lock()
 	b.loads++
 	b.mu.Unlock()
-	return b.Backend.Load(ctx, id)
+	return b.Backend.Load(ctx, id, sid)
 }
 
 func (b *liveRows) Apply(ctx context.Context, a pgsession.Action) error {

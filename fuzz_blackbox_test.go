@@ -1,6 +1,7 @@
 package pgsession_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -25,6 +26,7 @@ import (
 var (
 	fuzzHashKey    = []byte(strings.Repeat("k", 32))
 	fuzzSessionKey = []byte("0123456789abcdef0123456789abcdef")
+	fuzzSessionID  = pgsession.SessionID([]byte("session-id-16byt"))
 	fuzzNow        = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
@@ -35,10 +37,14 @@ func fuzzCodec() *securecookie.SecureCookie {
 	return securecookie.New(fuzzHashKey, nil).MaxAge(0).MaxLength(0).SetSerializer(securecookie.NopEncoder{})
 }
 
-// fuzzVerifies reports whether value is a validly signed 32-byte key.
+// fuzzVerifies reports whether value is a validly signed token: a SessionID
+// (not zero) and a key, 48 bytes, or a key alone (the old form).
 func fuzzVerifies(value string) bool {
-	var key []byte
-	return fuzzCodec().Decode(pgsession.DefaultCookieName, value, &key) == nil && len(key) == 32
+	var payload []byte
+	if fuzzCodec().Decode(pgsession.DefaultCookieName, value, &payload) != nil {
+		return false
+	}
+	return len(payload) == 32 || len(payload) == 48 && !bytes.Equal(payload[:16], make([]byte, 16))
 }
 
 // countingMemory counts the calls that reach a memory backend.
@@ -47,9 +53,9 @@ type countingMemory struct {
 	loads, applies atomic.Int64
 }
 
-func (b *countingMemory) Load(ctx context.Context, id pgsession.ID) (*pgsession.Record, error) {
+func (b *countingMemory) Load(ctx context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
 	b.loads.Add(1)
-	return b.MemoryBackend.Load(ctx, id)
+	return b.MemoryBackend.Load(ctx, id, sid)
 }
 
 func (b *countingMemory) Apply(ctx context.Context, a pgsession.Action) error {
@@ -69,7 +75,13 @@ func FuzzCookieHeader(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	newForm, err := fuzzCodec().Encode(pgsession.DefaultCookieName, append(fuzzSessionID[:], fuzzSessionKey...))
+	if err != nil {
+		f.Fatal(err)
+	}
 	name := pgsession.DefaultCookieName
+	f.Add(name+"="+newForm, "")
+	f.Add("", "Bearer "+newForm)
 	f.Add(name+"="+valid, "")
 	f.Add("other=1; "+name+"=garbage; "+name+"="+valid, "")
 	f.Add(name+`="`+valid+`"`, "")
@@ -79,7 +91,7 @@ func FuzzCookieHeader(f *testing.F) {
 	f.Add(strings.Repeat(name+"=x;", 20), "Bearer")
 
 	b := &countingMemory{MemoryBackend: pgsession.NewMemoryBackend()}
-	err = b.Apply(context.Background(), pgsession.Action{Op: pgsession.OpInsert, New: sha256.Sum256(fuzzSessionKey),
+	err = b.Apply(context.Background(), pgsession.Action{Op: pgsession.OpInsert, New: sha256.Sum256(fuzzSessionKey), SessionID: fuzzSessionID,
 		Patch:   pgsession.Patch{Replace: true, Set: map[string]json.RawMessage{"user": json.RawMessage(`"ada"`)}},
 		Created: fuzzNow, Accessed: fuzzNow})
 	if err != nil {

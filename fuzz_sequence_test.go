@@ -1,6 +1,7 @@
 package pgsession_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -207,16 +208,23 @@ func (r *seqRig) fatalf(format string, args ...any) {
 }
 
 // decode returns the session key value carries, as the Manager would verify
-// it (at most 512 bytes, a 32-byte key signed for the cookie name).
+// it (at most 512 bytes signed for the cookie name: a session ID, not zero,
+// and a 32-byte key, or a 32-byte key alone, the old form).
 func (r *seqRig) decode(value string) (string, bool) {
 	if value == "" || len(value) > 512 {
 		return "", false
 	}
-	var key []byte
-	if r.codec.Decode(r.name, value, &key) != nil || len(key) != 32 {
+	var payload []byte
+	if r.codec.Decode(r.name, value, &payload) != nil {
 		return "", false
 	}
-	return string(key), true
+	switch {
+	case len(payload) == 32:
+		return string(payload), true
+	case len(payload) == 48 && !bytes.Equal(payload[:16], make([]byte, 16)):
+		return string(payload[16:]), true
+	}
+	return "", false
 }
 
 func (r *seqRig) expired(row *seqRow) bool { return r.now.Sub(row.created) >= seqTimeout }
@@ -356,6 +364,9 @@ func (r *seqRig) forge(a, b byte) (string, string) {
 		var k [32]byte
 		binary.BigEndian.PutUint64(k[:], uint64(r.forgeries))
 		k = sha256.Sum256(append(k[:8], a, b))
+		if len(r.issued) > 0 && b%2 == 1 {
+			return encode(r.codec, r.name, append(k[:16], key...)), "a real key with another session ID"
+		}
 		return encode(r.codec, r.name, k[:]), "a well-signed unknown key"
 	}
 }

@@ -116,13 +116,13 @@ func TestDeleteExpiredBatches(t *testing.T) {
 			t.Errorf("%d expired: batches %v, want %v", tc.expired, got, tc.batches)
 		}
 		for _, id := range dead {
-			if _, err := b.Load(context.Background(), id); !errors.Is(err, pgsession.ErrNotFound) {
+			if _, err := b.Load(context.Background(), id, pgsession.SessionID{}); !errors.Is(err, pgsession.ErrNotFound) {
 				t.Fatalf("expired session %s survived: %v", id, err)
 			}
 		}
 	}
 	for _, id := range live {
-		if _, err := b.Load(context.Background(), id); err != nil {
+		if _, err := b.Load(context.Background(), id, pgsession.SessionID{}); err != nil {
 			t.Fatalf("live session %s: %v", id, err)
 		}
 	}
@@ -179,7 +179,7 @@ func TestDeleteExpiredBoundaryPostgres(t *testing.T) {
 		t.Fatalf("DeleteExpired = %d, %v; want 1", n, err)
 	}
 	for id, want := range map[pgsession.ID]error{at: nil, newer: nil, older: pgsession.ErrNotFound} {
-		if _, err := b.Load(context.Background(), id); !errors.Is(err, want) {
+		if _, err := b.Load(context.Background(), id, pgsession.SessionID{}); !errors.Is(err, want) {
 			t.Errorf("Load: %v, want %v", err, want)
 		}
 	}

@@ -63,7 +63,7 @@ func roundTrip(t *testing.T, b *pgsession.PostgresBackend, s string) {
 	if err != nil {
 		t.Fatalf("insert %q: %v", s, err)
 	}
-	rec, err := b.Load(ctx, id)
+	rec, err := b.Load(ctx, id, pgsession.SessionID{})
 	if err != nil {
 		t.Fatalf("load %q: %v", s, err)
 	}
@@ -74,7 +74,7 @@ func roundTrip(t *testing.T, b *pgsession.PostgresBackend, s string) {
 	if err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: id, Patch: pgsession.Patch{Delete: []string{s, s + "x"}}}); err != nil {
 		t.Fatalf("delete key %q: %v", s, err)
 	}
-	if rec, err := b.Load(ctx, id); err != nil || len(rec.Data) != 1 || rec.Data["keep"] == nil {
+	if rec, err := b.Load(ctx, id, pgsession.SessionID{}); err != nil || len(rec.Data) != 1 || rec.Data["keep"] == nil {
 		t.Errorf("after deleting key %q: %s, %v", s, rec.Data, err)
 	}
 	if s == "" {

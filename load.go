@@ -26,17 +26,18 @@ import (
 // returned one does not bound the session: only the context given to Save
 // counts.
 func (m *Manager) Load(ctx context.Context, token string) (context.Context, error) {
-	var keys [][]byte
+	var keys []credential
+	current := false
 	if token != "" {
-		if key, ok := m.signer.decode(token); ok {
-			keys = [][]byte{key}
+		if c, cur, ok := m.signer.decodeCurrent(token); ok {
+			keys, current = []credential{c}, cur
 		}
 	}
 	s := new(Session)
 	if err := m.load(ctx, s, keys, ""); err != nil {
 		return ctx, err
 	}
-	if s.key != nil {
+	if s.key != nil && current {
 		s.token = token
 	}
 	return attach(new(sessionContext), ctx, s), nil
@@ -47,7 +48,9 @@ func (m *Manager) Load(ctx context.Context, token string) (context.Context, erro
 // TimeoutResolution, RotateKey, FreezeSession, and deletion of a session
 // left empty. It returns the token the client holds from now on: the one
 // given to Load when the session keeps its key (whether or not anything was
-// written), a new one when the session was created or its key rotated, and
+// written; re-signed when it was signed with an older hash key or is of the
+// form before tokens carried the session ID), a new one when the session
+// was created or its key rotated, and
 // "" when the session is empty or was deleted, or when a concurrent logout or
 // rotation deleted it first (which is not an error: its key stays dead).
 // After a RotateKey the old token is dead, so the client must get the new
@@ -74,7 +77,7 @@ func (m *Manager) Save(ctx context.Context) (token string, err error) {
 		return "", err
 	}
 	s.mu.Lock()
-	key := s.key
+	key, sid := s.key, s.sid
 	s.mu.Unlock()
 	switch {
 	case key == nil:
@@ -82,7 +85,7 @@ func (m *Manager) Save(ctx context.Context) (token string, err error) {
 	case s.token != "" && idOf(key) == s.loaded.ID:
 		return s.token, nil
 	}
-	token, err = m.signer.encode(key)
+	token, err = m.signer.encode(sid, key)
 	if err != nil {
 		return "", fmt.Errorf("pgsession: sign token: %w", err)
 	}

@@ -42,14 +42,14 @@ func NewMemoryBackend() *MemoryBackend {
 }
 
 // Load implements Backend.
-func (b *MemoryBackend) Load(ctx context.Context, id ID) (*Record, error) {
+func (b *MemoryBackend) Load(ctx context.Context, id ID, sid SessionID) (*Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	row, ok := b.rows[id]
-	if !ok {
+	if !ok || (sid != SessionID{} && row.sessionID != sid) {
 		return nil, ErrNotFound
 	}
 	rec := row.record(id)
@@ -67,10 +67,12 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 	switch a.Op {
 	case OpNone:
 	case OpInsert:
-		if _, dup := b.rows[a.New]; dup {
+		if _, dup := b.find(a.New, a.SessionID); dup {
 			return nil // this insert's earlier attempt: New is random
 		}
-		delete(b.rows, a.Old)
+		if _, ok := b.find(a.Old, a.OldSessionID); ok {
+			delete(b.rows, a.Old)
+		}
 		row := memoryRow{sessionID: a.SessionID, data: a.Patch.applyTo(nil), created: a.Created, accessed: a.Accessed,
 			principal: a.Principal, lifetime: a.Lifetime, expires: a.Expires}
 		if a.Device != nil {
@@ -78,7 +80,7 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 		}
 		b.rows[a.New] = row
 	case OpUpdate:
-		row, ok := b.rows[a.Old]
+		row, ok := b.find(a.Old, a.OldSessionID)
 		if !ok {
 			return ErrGone
 		}
@@ -94,9 +96,9 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 		}
 		b.rows[a.Old] = row
 	case OpRotate:
-		row, ok := b.rows[a.Old]
+		row, ok := b.find(a.Old, a.OldSessionID)
 		if !ok {
-			if _, done := b.rows[a.New]; done {
+			if _, done := b.find(a.New, a.OldSessionID); done {
 				return nil // this rotation's earlier attempt: New is random
 			}
 			return ErrGone
@@ -114,11 +116,19 @@ func (b *MemoryBackend) Apply(ctx context.Context, a Action) error {
 		row.data, row.created, row.accessed, row.expires = a.Patch.applyTo(row.data), a.Created, a.Accessed, a.Expires
 		b.rows[a.New] = row
 	case OpDelete:
-		delete(b.rows, a.Old)
+		if _, ok := b.find(a.Old, a.OldSessionID); ok {
+			delete(b.rows, a.Old)
+		}
 	default:
 		return fmt.Errorf("pgsession: unknown operation %d", a.Op)
 	}
 	return nil
+}
+
+// find returns the row under id if its SessionID is sid. b.mu must be held.
+func (b *MemoryBackend) find(id ID, sid SessionID) (memoryRow, bool) {
+	row, ok := b.rows[id]
+	return row, ok && row.sessionID == sid
 }
 
 // DeleteExpired implements Backend.

@@ -104,7 +104,7 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		var (
-			buf    [maxCookieKeys + 1][]byte
+			buf    [maxCookieKeys + 1]credential
 			signed [maxCookieKeys + 1]string
 		)
 		keys, bearer := m.keysFromRequest(r, buf[:0], &signed)
@@ -117,7 +117,7 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		for i, k := range keys {
-			if s.key != nil && bytes.Equal(k, s.key) {
+			if s.key != nil && bytes.Equal(k.key, s.key) {
 				s.signed = signed[i]
 			}
 		}
@@ -141,7 +141,7 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 // session is served only if no other live session's key came with it,
 // whatever the cookies' order, and a request costs at most maxCookieKeys
 // reads. path, if any, is logged with an ambiguous request.
-func (m *Manager) load(ctx context.Context, s *Session, keys [][]byte, path string) error {
+func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path string) error {
 	// One clock reading per request, at PostgreSQL's microsecond precision,
 	// so expiry is judged identically at load and save and by every backend.
 	s.m, s.now = m, m.cfg.Now().Truncate(time.Microsecond)
@@ -157,7 +157,7 @@ func (m *Manager) load(ctx context.Context, s *Session, keys [][]byte, path stri
 	}
 	var live *Record
 	for _, key := range keys {
-		rec, err := m.cfg.Backend.Load(ctx, idOf(key))
+		rec, err := m.cfg.Backend.Load(ctx, idOf(key.key), key.sid)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			m.stats.misses.Add(1)
@@ -179,10 +179,10 @@ func (m *Manager) load(ctx context.Context, s *Session, keys [][]byte, path stri
 			m.stats.ambiguous.Add(1)
 			m.cfg.Logger.WarnContext(ctx, "pgsession: request carries cookies of two different live sessions (cookie tossing?); treated as having no session",
 				"path", path)
-			s.key, s.loaded = nil, nil
+			s.key, s.sid, s.loaded = nil, SessionID{}, nil
 			return nil
 		}
-		live, s.key, s.loaded = rec, key, rec
+		live, s.key, s.sid, s.loaded = rec, key.key, rec.SessionID, rec
 	}
 	if live == nil {
 		return nil
@@ -200,15 +200,16 @@ func (m *Manager) load(ctx context.Context, s *Session, keys [][]byte, path stri
 // verify to more keys is ambiguous, and none is loaded (see load).
 const maxCookieKeys = 3
 
-// keysFromRequest returns the session keys the request carries, as far as
-// Config.Carrier lets it: the key of a valid bearer token, else the distinct
-// keys of the session cookies that verify, in the order sent, appended to
-// keys (a caller's buffer of maxCookieKeys+1). Collecting stops at
+// keysFromRequest returns the credentials the request carries, as far as
+// Config.Carrier lets it: that of a valid bearer token, else those of the
+// session cookies that verify, distinct by key, in the order sent, appended
+// to keys (a caller's buffer of maxCookieKeys+1). Collecting stops at
 // maxCookieKeys+1 keys: that many are already too many to load, so the
 // request is ambiguous (see load). signed[i] is set to the cookie value that
-// carried keys[i] when the current hash key signed it. Nothing here touches
-// the database, so a forged value costs no query, and counts for nothing.
-func (m *Manager) keysFromRequest(r *http.Request, keys [][]byte, signed *[maxCookieKeys + 1]string) (_ [][]byte, bearer bool) {
+// carried keys[i] when it is current (see signer.decodeCurrent). Nothing
+// here touches the database, so a forged value costs no query, and counts
+// for nothing.
+func (m *Manager) keysFromRequest(r *http.Request, keys []credential, signed *[maxCookieKeys + 1]string) (_ []credential, bearer bool) {
 	if m.cfg.Carrier.bearer() {
 		if token, found := bearerToken(r); found {
 			if key, ok := m.signer.decode(token); ok {
@@ -221,7 +222,7 @@ func (m *Manager) keysFromRequest(r *http.Request, keys [][]byte, signed *[maxCo
 	}
 	for _, c := range r.CookiesNamed(m.signer.name) {
 		key, current, ok := m.signer.decodeCurrent(c.Value)
-		if !ok || slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, key) }) {
+		if !ok || slices.ContainsFunc(keys, func(k credential) bool { return bytes.Equal(k.key, key.key) }) {
 			continue
 		}
 		if current {
@@ -247,7 +248,7 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 		return err
 	}
 	d := m.p.decide(s.loaded, c, s.now)
-	key, signed := s.key, s.signed
+	key, sid, signed := s.key, s.sid, s.signed
 	if d.action.Op == OpInsert || d.action.Op == OpRotate {
 		key, signed = s.chooseNewKey(), ""
 		d.action.New = idOf(key)
@@ -260,13 +261,14 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 		s.mu.Lock()
 		d.action.SessionID = s.sessionIDLocked()
 		s.mu.Unlock()
+		sid = d.action.SessionID
 	}
 	switch err := m.apply(ctx, d.action); {
 	case errors.Is(err, ErrGone):
 		// A concurrent logout or rotation deleted this session: its key
 		// stays dead, and that other response decides the cookie.
 		m.stats.gone.Add(1)
-		s.setKey(nil)
+		s.setKey(nil, SessionID{})
 		return nil
 	case err != nil:
 		return fmt.Errorf("pgsession: save session (%s): %w", d.action.Op, err)
@@ -275,14 +277,14 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	}
 	if !c.freeze {
 		if d.cookie == cookieExpire {
-			key = nil
+			key, sid = nil, SessionID{}
 		}
-		s.setKey(key)
+		s.setKey(key, sid)
 	}
 	if h == nil || s.bearer || !m.cfg.Carrier.cookies() {
 		return nil // the client keeps its token itself; it gets a new one through Token or Save
 	}
-	if err := m.setCookies(h, d, key, signed, s.now); err != nil {
+	if err := m.setCookies(h, d, sid, key, signed, s.now); err != nil {
 		return err
 	}
 	if d.cookie == cookieSet && s.req != nil {
@@ -305,10 +307,11 @@ func (m *Manager) apply(ctx context.Context, a Action) error {
 
 // setCookies adds the Set-Cookie headers d asks for (the session cookie,
 // and the indicator cookie if configured), and makes the response
-// uncacheable by shared caches. The session cookie's value is signed, the
-// request's own value for key under the current hash key, if any (see
-// signer.decodeCurrent), else key signed anew.
-func (m *Manager) setCookies(h http.Header, d decision, key []byte, signed string, now time.Time) error {
+// uncacheable by shared caches. The session cookie's value is the token of
+// sid and key: the request's own value for key when it is current (see
+// signer.decodeCurrent), else signed anew (so a token of the old form moves
+// to the new one at the session's next write).
+func (m *Manager) setCookies(h http.Header, d decision, sid SessionID, key []byte, signed string, now time.Time) error {
 	cc := m.cfg.Cookie
 	switch d.cookie {
 	case cookieKeep:
@@ -317,7 +320,7 @@ func (m *Manager) setCookies(h http.Header, d decision, key []byte, signed strin
 		v := signed
 		if v == "" {
 			var err error
-			if v, err = m.signer.encode(key); err != nil {
+			if v, err = m.signer.encode(sid, key); err != nil {
 				return fmt.Errorf("pgsession: sign cookie: %w", err)
 			}
 		}

@@ -67,7 +67,7 @@ func TestMigrateUpgradesV01Table(t *testing.T) {
 		t.Errorf("%d distinct 16-byte session IDs, want %d", got, n)
 	}
 	for _, key := range keys {
-		rec, err := b.Load(context.Background(), pgsession.ID(sha256.Sum256(key)))
+		rec, err := b.Load(context.Background(), pgsession.ID(sha256.Sum256(key)), pgsession.SessionID{})
 		if err != nil || rec.SessionID == (pgsession.SessionID{}) || rec.Lifetime != nil || len(rec.Data) != 1 {
 			t.Fatalf("old session after the upgrade: %+v, %v", rec, err)
 		}

@@ -326,7 +326,7 @@ func TestQueryTimeoutSaysWhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.Load(ctx, id)
+	_, err = b.Load(ctx, id, pgsession.SessionID{})
 	conn.Close()
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no pool connection") {
 		t.Errorf("Load with the pool exhausted: %v; want a deadline error naming the pool", err)
@@ -349,7 +349,7 @@ func TestQueryTimeoutSaysWhere(t *testing.T) {
 	// (polled, so that a loaded machine's slow statement is not a failure).
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		_, err := b.Load(ctx, id)
+		_, err := b.Load(ctx, id, pgsession.SessionID{})
 		if err == nil {
 			break
 		}

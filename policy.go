@@ -126,28 +126,27 @@ func (t policy) decide(loaded *Record, c change, now time.Time) decision {
 	if loaded != nil && t.expired(loaded, now) {
 		// An expired session is treated as absent; its row is removed on sight
 		// so that no later change of configuration can revive it.
-		dead := loaded.ID
 		if len(c.data) == 0 {
-			return decision{action: Action{Op: OpDelete, Old: dead}, cookie: cookieExpire}
+			return decision{action: Action{Op: OpDelete, Old: loaded.ID, OldSessionID: loaded.SessionID}, cookie: cookieExpire}
 		}
-		return t.create(dead, c, now)
+		return t.create(loaded, c, now)
 	}
 	if loaded == nil {
 		if len(c.data) == 0 {
 			return decision{}
 		}
-		return t.create(ID{}, c, now)
+		return t.create(nil, c, now)
 	}
-	old := loaded.ID
+	old, sid := loaded.ID, loaded.SessionID
 	own := loaded.Lifetime
 	if c.lifetime != nil {
 		own = c.lifetime
 	}
 	switch {
 	case len(c.data) == 0:
-		return decision{action: Action{Op: OpDelete, Old: old}, cookie: cookieExpire}
+		return decision{action: Action{Op: OpDelete, Old: old, OldSessionID: sid}, cookie: cookieExpire}
 	case c.rotate || t.rotationTriggered(loaded.Data, c.data):
-		a := Action{Op: OpRotate, Old: old, Patch: c.patch, Created: now, Accessed: now,
+		a := Action{Op: OpRotate, Old: old, OldSessionID: sid, Patch: c.patch, Created: now, Accessed: now,
 			Lifetime: c.lifetime, Expires: t.ownExpires(own, now, now)}
 		t.setPrincipal(&a, c, false)
 		return decision{action: a, cookie: cookieSet, expires: t.cookieExpires(own, now, now)}
@@ -157,7 +156,7 @@ func (t policy) decide(loaded *Record, c change, now time.Time) decision {
 	// A data change within the resolution leaves the access time alone too:
 	// with no indexed column changed, PostgreSQL can update the row in place
 	// (a HOT update) instead of adding to every index.
-	a := Action{Op: OpUpdate, Old: old, Patch: c.patch, Lifetime: c.lifetime}
+	a := Action{Op: OpUpdate, Old: old, OldSessionID: sid, Patch: c.patch, Lifetime: c.lifetime}
 	accessed := loaded.Accessed
 	if t.touchDue(loaded, now) {
 		a.Accessed, accessed = now, now
@@ -168,11 +167,14 @@ func (t policy) decide(loaded *Record, c change, now time.Time) decision {
 }
 
 // create stores a brand-new session holding the request's data, replacing
-// the dead row (if any). It has a lifetime of its own only if the request
-// set one.
-func (t policy) create(dead ID, c change, now time.Time) decision {
-	a := Action{Op: OpInsert, Old: dead, Patch: Patch{Replace: true, Set: c.data}, Created: now, Accessed: now,
+// the dead row (if not nil). It has a lifetime of its own only if the
+// request set one.
+func (t policy) create(dead *Record, c change, now time.Time) decision {
+	a := Action{Op: OpInsert, Patch: Patch{Replace: true, Set: c.data}, Created: now, Accessed: now,
 		Lifetime: c.lifetime, Expires: t.ownExpires(c.lifetime, now, now)}
+	if dead != nil {
+		a.Old, a.OldSessionID = dead.ID, dead.SessionID
+	}
 	t.setPrincipal(&a, c, true)
 	return decision{action: a, cookie: cookieSet, expires: t.cookieExpires(c.lifetime, now, now)}
 }

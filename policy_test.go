@@ -12,9 +12,9 @@ import (
 func TestDecide(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	def := policy{idle: 8 * time.Hour, absolute: 30 * 24 * time.Hour, resolution: 10 * time.Minute}
-	id := ID{1}
+	id, sid := ID{1}, SessionID{2}
 	rec := func(created, accessed time.Duration) *Record {
-		return &Record{ID: id, Data: map[string]json.RawMessage{"a": json.RawMessage(`1`)},
+		return &Record{ID: id, SessionID: sid, Data: map[string]json.RawMessage{"a": json.RawMessage(`1`)},
 			Created: t0.Add(-created), Accessed: t0.Add(-accessed)}
 	}
 	set := Patch{Set: map[string]json.RawMessage{"b": json.RawMessage(`2`)}}
@@ -186,6 +186,9 @@ func TestDecide(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := tt.t.decide(tt.loaded, tt.c, t0)
+			if tt.want.Old != (ID{}) {
+				tt.want.OldSessionID = sid // every action on the loaded row names it by both
+			}
 			if !reflect.DeepEqual(d.action, tt.want) {
 				t.Errorf("action:\n got  %+v\n want %+v", d.action, tt.want)
 			}

@@ -63,6 +63,8 @@ type PostgresBackend struct {
 	plan    atomic.Pointer[plan]
 	probeMu sync.Mutex // one probe of the driver stack at a time
 	stmts   sync.Map   // query template -> *preparedStatement or *sql.Stmt, see prepared.go
+
+	distributed atomic.Int32 // distributedUnknown, distributedNo or distributedYes (Citus)
 }
 
 // PostgresOption configures a PostgresBackend.
@@ -175,23 +177,36 @@ func (b *PostgresBackend) setTable(name string) {
 // The statements, with {t} standing for the quoted table. The columns of a
 // session's own lifetime (idle_timeout_ms, absolute_timeout_ms, persistent)
 // are NULL together when it follows Config; a timeout of -1 is none.
+//
+// Every statement on one session names its row by both key_hash and
+// session_id ($1 and the last argument), the primary key: on a table
+// distributed by session_id (Citus) each then runs on one shard. Only a
+// token of the old form (key alone) loads by key_hash alone (sqlLoadByKey):
+// on Citus that asks every shard, on PostgreSQL it uses the primary key's
+// first column; the session's first write names the row by both.
 const (
 	sqlLoad = `SELECT data, created_at, accessed_at, session_id, idle_timeout_ms, absolute_timeout_ms, persistent
+		FROM {t} WHERE key_hash = $1 AND session_id = $2`
+	sqlLoadByKey = `SELECT data, created_at, accessed_at, session_id, idle_timeout_ms, absolute_timeout_ms, persistent
 		FROM {t} WHERE key_hash = $1`
-	// $1 is an expired row to drop, or NULL. A row already under the new
-	// key can only be this insert's own earlier attempt (the key is 256
-	// random bits), whose answer was lost: the repeat then does nothing.
-	sqlInsert = `WITH dead AS (DELETE FROM {t} WHERE key_hash = $1)
-		INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal, session_id,
+	// A row already under the new key can only be this insert's own
+	// earlier attempt (the key is 256 random bits), whose answer was lost:
+	// the repeat then does nothing.
+	sqlInsert = `INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal, session_id,
 			idle_timeout_ms, absolute_timeout_ms, persistent, expires_at, user_agent, client_addr)
-		VALUES ($2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-		ON CONFLICT (key_hash) DO NOTHING`
+		VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+		ON CONFLICT (key_hash, session_id) DO NOTHING`
+	// sqlInsert, dropping the expired row ($13, $14) it replaces. On Citus
+	// the two rows may live on two shards: one distributed transaction.
+	sqlInsertReplacing = `WITH dead AS (DELETE FROM {t} WHERE key_hash = $13 AND session_id = $14)
+		` + sqlInsert
 	// GREATEST ignores a NULL $n: the access time then stays as it is.
-	sqlTouch = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2), expires_at = GREATEST(expires_at, $3) WHERE key_hash = $1`
+	sqlTouch = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2), expires_at = GREATEST(expires_at, $3)
+		WHERE key_hash = $1 AND session_id = $4`
 	// The common write: keys set ($2) and deleted ($3) in the data, nothing
 	// else but the access time and expiry moving forward (as in sqlTouch).
 	sqlPatch = `UPDATE {t} SET data = (data || $2::jsonb) - COALESCE($3::text[], '{}'),
-		accessed_at = GREATEST(accessed_at, $4), expires_at = GREATEST(expires_at, $5) WHERE key_hash = $1`
+		accessed_at = GREATEST(accessed_at, $4), expires_at = GREATEST(expires_at, $5) WHERE key_hash = $1 AND session_id = $6`
 	// Every other write. $8 says the lifetime columns become $9-$11 and expires_at $12;
 	// otherwise expires_at only moves forward.
 	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - COALESCE($4::text[], '{}') END,
@@ -200,13 +215,14 @@ const (
 		absolute_timeout_ms = CASE WHEN $8 THEN $10 ELSE absolute_timeout_ms END,
 		persistent = CASE WHEN $8 THEN $11 ELSE persistent END,
 		expires_at = CASE WHEN $8 THEN $12 ELSE GREATEST(expires_at, $12) END
-		WHERE key_hash = $1`
+		WHERE key_hash = $1 AND session_id = $13`
 	// A rotation moves the row to its new key in place rather than deleting
 	// it and inserting a copy: a concurrent DeleteByPrincipal that waits on
 	// the row's lock then re-checks the updated row and deletes it too, where
 	// it would not see a freshly inserted one (READ COMMITTED), and of
 	// concurrent rotations of one key exactly one finds the old key. The
-	// session_id stays.
+	// session_id stays, and so does the row's shard on Citus (which refuses
+	// to change a distribution column).
 	sqlRotate = `UPDATE {t} SET key_hash = $2,
 		data = CASE WHEN $3 THEN $4::jsonb ELSE (data || $4::jsonb) - COALESCE($5::text[], '{}') END,
 		created_at = $6, accessed_at = $7, principal = CASE WHEN $8 THEN $9 ELSE principal END,
@@ -215,9 +231,9 @@ const (
 		persistent = CASE WHEN $10 THEN $13 ELSE persistent END,
 		expires_at = $14,
 		user_agent = CASE WHEN $15 THEN $16 ELSE user_agent END, client_addr = CASE WHEN $15 THEN $17 ELSE client_addr END
-		WHERE key_hash = $1`
-	sqlExists = `SELECT 1 FROM {t} WHERE key_hash = $1`
-	sqlDelete = `DELETE FROM {t} WHERE key_hash = $1`
+		WHERE key_hash = $1 AND session_id = $18`
+	sqlExists = `SELECT 1 FROM {t} WHERE key_hash = $1 AND session_id = $2`
+	sqlDelete = `DELETE FROM {t} WHERE key_hash = $1 AND session_id = $2`
 	// $2: only this session_id, $3: all but this one; NULL for no limit.
 	sqlDeleteByPrincipal = `DELETE FROM {t} WHERE principal = $1
 		AND ($2::bytea IS NULL OR session_id = $2) AND ($3::bytea IS NULL OR session_id <> $3)`
@@ -239,6 +255,22 @@ const (
 	sqlDeleteExpiredExclusive = `WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(1886610285, hashtext($5)) AS ok),
 		del AS (DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
 			SELECT key_hash FROM {t} WHERE (SELECT ok FROM lock) AND ` + sqlExpired + ` LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING 1)
+		SELECT (SELECT ok FROM lock), (SELECT count(*) FROM del)`
+	// The cleanup of a table distributed by Citus, which refuses FOR UPDATE
+	// across shards. Citus runs the inner SELECT first (each shard stops at
+	// $3 rows, the coordinator keeps $3 of them), then the DELETE on every
+	// shard, by primary key (its first column) for those $3 key hashes. With
+	// no row lock between the two, the DELETE checks the cutoffs again: a
+	// row a request touched meanwhile stays (READ COMMITTED re-checks a row
+	// it waited for). A row locked by a request is waited for, not skipped.
+	sqlDeleteExpiredDistributed = `DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
+		SELECT key_hash FROM {t} WHERE ` + sqlExpired + ` LIMIT $3)) AND ` + sqlExpired
+	// sqlDeleteExpiredDistributed under the cleanup lock, as
+	// sqlDeleteExpiredExclusive. Citus takes the lock on the node the
+	// statement was sent to, before it runs the DELETE.
+	sqlDeleteExpiredDistributedExclusive = `WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(1886610285, hashtext($5)) AS ok),
+		del AS (DELETE FROM {t} WHERE key_hash = ANY(ARRAY(
+			SELECT key_hash FROM {t} WHERE (SELECT ok FROM lock) AND ` + sqlExpired + ` LIMIT $3)) AND ` + sqlExpired + ` RETURNING 1)
 		SELECT (SELECT ok FROM lock), (SELECT count(*) FROM del)`
 )
 
@@ -540,11 +572,16 @@ func writeString(out *strings.Builder, s string) error {
 // escaper doubles backslashes and single quotes, for E'...'.
 var escaper = strings.NewReplacer(`\`, `\\`, `'`, `''`)
 
-// Load implements Backend: one indexed SELECT.
-func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
-	l := &loadedRow{rec: Record{ID: id}}
-	l.args[0] = l.rec.ID[:]
-	if _, err := b.run(ctx, sqlLoad, l.args[:], l.scan); err != nil {
+// Load implements Backend: one SELECT by primary key (by its first column
+// for a zero sid).
+func (b *PostgresBackend) Load(ctx context.Context, id ID, sid SessionID) (*Record, error) {
+	l := &loadedRow{rec: Record{ID: id, SessionID: sid}}
+	l.args[0], l.args[1] = l.rec.ID[:], l.rec.SessionID[:]
+	query, args := sqlLoad, l.args[:]
+	if sid == (SessionID{}) {
+		query, args = sqlLoadByKey, l.args[:1]
+	}
+	if _, err := b.run(ctx, query, args, l.scan); err != nil {
 		return nil, err
 	}
 	if !l.found {
@@ -561,7 +598,7 @@ func (b *PostgresBackend) Load(ctx context.Context, id ID) (*Record, error) {
 // scan's destinations.
 type loadedRow struct {
 	rec       Record
-	args      [1]any
+	args      [2]any
 	data, sid sql.RawBytes // valid until the rows move on: decoded in scan
 	lt        storedLifetime
 	found     bool
@@ -595,36 +632,37 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 	case OpNone:
 		return nil
 	case OpInsert:
-		var dead any // NULL matches nothing
-		if a.Old != (ID{}) {
-			dead = a.Old[:]
-		}
 		idle, absolute, persistent := lifetimeArgs(a.Lifetime)
 		ua, addr := deviceArgs(a.Device)
-		_, err = b.exec(ctx, sqlInsert, dead, a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal),
-			a.SessionID[:], idle, absolute, persistent, nullTime(a.Expires), ua, addr)
+		query, args := sqlInsert, []any{a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal),
+			a.SessionID[:], idle, absolute, persistent, nullTime(a.Expires), ua, addr}
+		if a.Old != (ID{}) {
+			query, args = sqlInsertReplacing, append(args, a.Old[:], a.OldSessionID[:])
+		}
+		_, err = b.exec(ctx, query, args...)
 		n = 1
 	case OpUpdate:
 		switch {
 		case a.Patch.IsEmpty() && a.Lifetime == nil:
-			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed), nullTime(a.Expires))
+			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed), nullTime(a.Expires), a.OldSessionID[:])
 		case !a.Patch.Replace && !a.SetPrincipal && a.Lifetime == nil:
-			n, err = b.exec(ctx, sqlPatch, a.Old[:], jsonObject(a.Patch.Set), array(a.Patch.Delete), nullTime(a.Accessed), nullTime(a.Expires))
+			n, err = b.exec(ctx, sqlPatch, a.Old[:], jsonObject(a.Patch.Set), array(a.Patch.Delete), nullTime(a.Accessed), nullTime(a.Expires),
+				a.OldSessionID[:])
 		default:
 			idle, absolute, persistent := lifetimeArgs(a.Lifetime)
 			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete), nullTime(a.Accessed),
-				a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent, nullTime(a.Expires))
+				a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent, nullTime(a.Expires), a.OldSessionID[:])
 		}
 	case OpRotate:
 		idle, absolute, persistent := lifetimeArgs(a.Lifetime)
 		ua, addr := deviceArgs(a.Device)
 		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete),
 			a.Created, a.Accessed, a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent,
-			nullTime(a.Expires), a.Device != nil, ua, addr)
+			nullTime(a.Expires), a.Device != nil, ua, addr, a.OldSessionID[:])
 		if err == nil && n == 0 {
 			// The old row is gone: by a concurrent logout or rotation, or
 			// by this very rotation, repeated after its answer was lost.
-			_, err = b.run(ctx, sqlExists, []any{a.New[:]}, func(rows *sql.Rows) error {
+			_, err = b.run(ctx, sqlExists, []any{a.New[:], a.OldSessionID[:]}, func(rows *sql.Rows) error {
 				if rows.Next() {
 					n = 1
 				}
@@ -632,7 +670,7 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 			})
 		}
 	case OpDelete:
-		_, err = b.exec(ctx, sqlDelete, a.Old[:])
+		_, err = b.exec(ctx, sqlDelete, a.Old[:], a.OldSessionID[:])
 		n = 1
 	default:
 		return fmt.Errorf("pgsession: unknown operation %d", a.Op)
@@ -647,9 +685,19 @@ func (b *PostgresBackend) Apply(ctx context.Context, a Action) error {
 }
 
 // DeleteExpired implements Backend, removing at most limit rows in one
-// statement. Rows locked by a concurrent request are skipped.
+// statement. Rows locked by a concurrent request are skipped (on a table
+// distributed by Citus, waited for).
 func (b *PostgresBackend) DeleteExpired(ctx context.Context, c Cutoffs, limit int) (int, error) {
-	n, err := b.exec(ctx, sqlDeleteExpired, nullTime(c.IdleBefore), nullTime(c.CreatedBefore), limit, nullTime(c.Now))
+	args := []any{nullTime(c.IdleBefore), nullTime(c.CreatedBefore), limit, nullTime(c.Now)}
+	var n int64
+	err := b.cleanup(ctx, func(distributed bool) (err error) {
+		query := sqlDeleteExpired
+		if distributed {
+			query = sqlDeleteExpiredDistributed
+		}
+		n, err = b.exec(ctx, query, args...)
+		return err
+	})
 	return int(n), err
 }
 
@@ -659,16 +707,139 @@ func (b *PostgresBackend) DeleteExpired(ctx context.Context, c Cutoffs, limit in
 // behind any connection pooler.
 func (b *PostgresBackend) DeleteExpiredExclusive(ctx context.Context, c Cutoffs, limit int) (n int, ok bool, err error) {
 	args := []any{nullTime(c.IdleBefore), nullTime(c.CreatedBefore), limit, nullTime(c.Now), b.table}
-	_, err = b.run(ctx, sqlDeleteExpiredExclusive, args, func(rows *sql.Rows) error {
-		if !rows.Next() {
-			return errors.Join(rows.Err(), errors.New("pgsession: cleanup returned no row"))
+	err = b.cleanup(ctx, func(distributed bool) error {
+		query := sqlDeleteExpiredExclusive
+		if distributed {
+			query = sqlDeleteExpiredDistributedExclusive
 		}
-		return rows.Scan(&ok, &n)
+		_, err := b.run(ctx, query, args, func(rows *sql.Rows) error {
+			if !rows.Next() {
+				return errors.Join(rows.Err(), errors.New("pgsession: cleanup returned no row"))
+			}
+			return rows.Scan(&ok, &n)
+		})
+		return err
 	})
 	if err != nil {
 		return 0, false, err
 	}
 	return n, ok, nil
+}
+
+// Whether the table is distributed by Citus, as b.distributed holds it.
+const (
+	distributedUnknown int32 = iota
+	distributedNo
+	distributedYes
+)
+
+// cleanup runs one cleanup statement with do, which is told whether the
+// table is distributed by Citus. That is looked up on first use (and set by
+// Distribute); if the plain statement is refused as Citus refuses FOR
+// UPDATE across shards (the table was distributed since), it is looked up
+// again and the statement retried once.
+func (b *PostgresBackend) cleanup(ctx context.Context, do func(distributed bool) error) error {
+	for attempt := 0; ; attempt++ {
+		state := b.distributed.Load()
+		if state == distributedUnknown {
+			dist, err := b.isDistributed(ctx)
+			if err != nil {
+				return err
+			}
+			state = distributedNo
+			if dist {
+				state = distributedYes
+			}
+			b.distributed.Store(state)
+		}
+		err := do(state == distributedYes)
+		var e interface{ SQLState() string }
+		if err == nil || attempt > 0 || state != distributedNo || !errors.As(err, &e) || e.SQLState() != "0A000" {
+			return err
+		}
+		b.distributed.Store(distributedUnknown) // feature_not_supported: look again
+	}
+}
+
+// isDistributed reports whether the table is a Citus distributed table.
+// Without the citus extension it costs one catalog query.
+func (b *PostgresBackend) isDistributed(ctx context.Context) (bool, error) {
+	if b.err != nil {
+		return false, b.err
+	}
+	ctx, cancel := b.withTimeout(ctx)
+	defer cancel()
+	table, err := quoteString(b.table)
+	if err != nil {
+		return false, err
+	}
+	var dist bool
+	err = b.db.QueryRowContext(ctx, `SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL`).Scan(&dist)
+	if err == nil && dist {
+		err = b.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
+			WHERE logicalrelid = to_regclass(`+table+`) AND partmethod = 'h')`).Scan(&dist)
+	}
+	if err != nil {
+		return false, b.explain(fmt.Errorf("pgsession: is %s distributed (Citus): %w", b.table, err))
+	}
+	return dist, nil
+}
+
+// Distribute makes the session table a distributed table of Citus, sharded
+// by session_id, for a site whose session traffic outgrows one PostgreSQL
+// server (see the README's "Scaling out on Citus"): every statement on one
+// session then runs on one shard. It migrates the table first (see
+// Migrate), and it is idempotent and safe to call from several instances at
+// once, like Migrate. Rows already in the table move into the shards.
+//
+// Call it through the Citus coordinator. Without the citus extension in the
+// database it returns an error and changes nothing beyond Migrate's; so it
+// does for a table Citus already distributes by another column, or holds as
+// a reference or local table (alter_distributed_table or
+// undistribute_table change those).
+func (b *PostgresBackend) Distribute(ctx context.Context) error {
+	if err := b.Migrate(ctx); err != nil {
+		return err
+	}
+	tx, err := b.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("pgsession: distribute: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLock)); err != nil {
+		return fmt.Errorf("pgsession: distribute: lock: %w", err)
+	}
+	var citus bool
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')`).Scan(&citus); err != nil {
+		return fmt.Errorf("pgsession: distribute: %w", err)
+	}
+	if !citus {
+		return fmt.Errorf("pgsession: distribute %s: the citus extension is not installed in this database (CREATE EXTENSION citus, on the coordinator)", b.table)
+	}
+	var method, column sql.NullString
+	err = tx.QueryRowContext(ctx, `SELECT partmethod::text, column_to_column_name(logicalrelid, partkey)
+		FROM pg_dist_partition WHERE logicalrelid = to_regclass($1)`, b.table).Scan(&method, &column)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := tx.ExecContext(ctx, `SELECT create_distributed_table($1, 'session_id')`, b.table); err != nil {
+			return fmt.Errorf("pgsession: distribute %s: %w", b.table, err)
+		}
+		// The rows were copied into the shards; drop the coordinator's own.
+		if _, err := tx.ExecContext(ctx, `SELECT truncate_local_data_after_distributing_table($1)`, b.table); err != nil {
+			return fmt.Errorf("pgsession: distribute %s: %w", b.table, err)
+		}
+	case err != nil:
+		return fmt.Errorf("pgsession: distribute %s: %w", b.table, err)
+	case method.String != "h" || column.String != "session_id":
+		return fmt.Errorf("pgsession: distribute %s: Citus already holds it (method %q, column %q), want it distributed by session_id: "+
+			"SELECT alter_distributed_table('%s', distribution_column := 'session_id') for a distributed table",
+			b.table, method.String, column.String, b.table)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("pgsession: distribute: commit: %w", err)
+	}
+	b.distributed.Store(distributedYes)
+	return nil
 }
 
 // DeleteByPrincipal implements PrincipalBackend.
@@ -791,8 +962,8 @@ func jsonObject(set map[string]json.RawMessage) string {
 // instances ("pgsessio" in ASCII).
 const migrateLock = 0x7067736573736970
 
-// schemaName matches the table and index names in schema.sql.
-var schemaName = regexp.MustCompile(`\bsessions(_[a-z_]+_idx)?\b`)
+// schemaName matches the table, index and constraint names in schema.sql.
+var schemaName = regexp.MustCompile(`\bsessions(_[a-z_]+_idx|_pkey)?\b`)
 
 // Schema returns the SQL that Migrate applies (schema.sql with this backend's
 // table name), for users who run migrations with their own tool.
@@ -865,10 +1036,17 @@ func (b *PostgresBackend) Migrate(ctx context.Context) error {
 	// Split schema.sql before the table name goes in: a quoted name may
 	// itself contain a semicolon.
 	for _, stmt := range splitSQL(schemaSQL) {
-		if current && strings.HasPrefix(stmt, "ALTER TABLE") {
+		if current.ok() && strings.HasPrefix(stmt, "ALTER TABLE") {
 			continue // up to date: no ALTER TABLE, whose lock would stall requests
 		}
-		stmt = schemaName.ReplaceAllStringFunc(stmt, b.quoteSchemaName)
+		if strings.HasPrefix(stmt, "ALTER TABLE") && strings.Contains(stmt, "PRIMARY KEY") {
+			if !current.exists || current.primaryKey {
+				continue // created just now, or up to date
+			}
+			stmt = b.upgradePrimaryKey(current.pkName)
+		} else {
+			stmt = schemaName.ReplaceAllStringFunc(stmt, b.quoteSchemaName)
+		}
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("pgsession: migrate: %w", err)
 		}
@@ -879,14 +1057,41 @@ func (b *PostgresBackend) Migrate(ctx context.Context) error {
 	return nil
 }
 
+// upgradePrimaryKey returns the statement that makes the table's primary
+// key (key_hash, session_id), replacing the constraint named old (whatever
+// its name; none if "").
+func (b *PostgresBackend) upgradePrimaryKey(old string) string {
+	stmt := "ALTER TABLE " + b.table + " "
+	if old != "" {
+		stmt += "DROP CONSTRAINT " + pq.QuoteIdentifier(old) + ", "
+	}
+	return stmt + "ADD CONSTRAINT " + pq.QuoteIdentifier(b.base+"_pkey") + " " + wantPrimaryKey
+}
+
+// tableState is what checkTable found.
+type tableState struct {
+	exists     bool   // the table exists with pgsession's columns
+	columns    bool   // it has the columns added since 0.1 (upgradeColumns)
+	primaryKey bool   // its primary key is (key_hash, session_id)
+	pkName     string // the name of its primary key constraint, if any
+}
+
+// ok reports whether the table is up to date.
+func (s tableState) ok() bool { return s.exists && s.columns && s.primaryKey }
+
+// wantPrimaryKey is the primary key's definition since tokens carry the
+// session ID (pg_get_constraintdef's form).
+const wantPrimaryKey = "PRIMARY KEY (key_hash, session_id)"
+
 // checkTable returns ErrSchemaMismatch if the table exists without
-// pgsession's columns, and ErrNoTable if it does not exist. current reports
-// whether it also has the columns added since 0.1 (upgradeColumns).
-func (b *PostgresBackend) checkTable(ctx context.Context, tx sqlx.QueryerContext) (current bool, err error) {
+// pgsession's columns, and ErrNoTable if it does not exist. Otherwise it
+// reports whether it is up to date: whether it has the columns added since
+// 0.1 (upgradeColumns) and the primary key (key_hash, session_id).
+func (b *PostgresBackend) checkTable(ctx context.Context, tx sqlx.QueryerContext) (state tableState, err error) {
 	rows, err := tx.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
 		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, b.table)
 	if err != nil {
-		return false, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
+		return state, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 	}
 	defer rows.Close()
 	have := map[string]string{}
@@ -895,7 +1100,7 @@ func (b *PostgresBackend) checkTable(ctx context.Context, tx sqlx.QueryerContext
 		var name, typ string
 		var notNull bool
 		if err := rows.Scan(&name, &typ, &notNull); err != nil {
-			return false, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
+			return state, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 		}
 		if notNull {
 			typ += " NOT NULL"
@@ -904,24 +1109,32 @@ func (b *PostgresBackend) checkTable(ctx context.Context, tx sqlx.QueryerContext
 		found = append(found, name+" "+typ)
 	}
 	if err := rows.Err(); err != nil {
-		return false, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
+		return state, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 	}
 	if len(found) == 0 {
-		return false, fmt.Errorf("%w: %s; %s", ErrNoTable, b.table, adviceMigrate)
+		return state, fmt.Errorf("%w: %s; %s", ErrNoTable, b.table, adviceMigrate)
 	}
 	for name, typ := range wantColumns {
 		if have[name] != typ {
-			return false, fmt.Errorf("%w: %s has columns (%s), want key_hash bytea, data jsonb, created_at and accessed_at timestamptz, all NOT NULL, and principal text; "+
+			return state, fmt.Errorf("%w: %s has columns (%s), want key_hash bytea, data jsonb, created_at and accessed_at timestamptz, all NOT NULL, and principal text; "+
 				"if it belongs to another library (alexedwards/scs uses \"sessions\"), choose another name with WithTable",
 				ErrSchemaMismatch, b.table, strings.Join(found, ", "))
 		}
 	}
+	state.exists, state.columns = true, true
 	for name, typ := range upgradeColumns {
 		if have[name] != typ {
-			return false, nil
+			state.columns = false
 		}
 	}
-	return true, nil
+	var def string
+	err = tx.QueryRowxContext(ctx, `SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+		WHERE conrelid = to_regclass($1) AND contype = 'p'`, b.table).Scan(&state.pkName, &def)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return state, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
+	}
+	state.primaryKey = def == wantPrimaryKey
+	return state, nil
 }
 
 // adviceMigrate tells what to do about a missing or foreign table.
@@ -950,9 +1163,14 @@ func (b *PostgresBackend) Check(ctx context.Context) error {
 	}
 	defer func() { _ = tx.Rollback() }()
 	current, err := b.checkTable(ctx, tx)
-	if err == nil && !current {
+	switch {
+	case err != nil:
+	case !current.columns:
 		err = fmt.Errorf("%w: %s lacks the columns added since pgsession 0.1 (session_id, lifetime and device columns); %s",
 			ErrSchemaMismatch, b.table, adviceMigrate)
+	case !current.primaryKey:
+		err = fmt.Errorf("%w: %s has the primary key of a version before tokens carried the session ID, want %s; %s",
+			ErrSchemaMismatch, b.table, wantPrimaryKey, adviceMigrate)
 	}
 	return err
 }

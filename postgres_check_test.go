@@ -19,7 +19,7 @@ import (
 func backendCalls(b *pgsession.PostgresBackend) map[string]error {
 	ctx := context.Background()
 	now := time.Now()
-	_, load := b.Load(ctx, pgsession.ID{1})
+	_, load := b.Load(ctx, pgsession.ID{1}, pgsession.SessionID{})
 	_, expired := b.DeleteExpired(ctx, pgsession.Cutoffs{Now: now, IdleBefore: now, CreatedBefore: now}, 10)
 	_, del := b.DeleteByPrincipal(ctx, "ada", pgsession.SessionID{}, pgsession.SessionID{})
 	_, list := b.ListByPrincipal(ctx, "ada")

@@ -51,18 +51,19 @@ func TestPostgresStoresOnlyKeyHash(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	var key []byte
+	var payload []byte
 	sc := securecookie.New(hashKey, nil).SetSerializer(securecookie.NopEncoder{})
-	if len(resp.Cookies()) != 1 || sc.Decode(m.CookieName(), resp.Cookies()[0].Value, &key) != nil {
+	if len(resp.Cookies()) != 1 || sc.Decode(m.CookieName(), resp.Cookies()[0].Value, &payload) != nil || len(payload) != 48 {
 		t.Fatalf("cookies %v", resp.Cookies())
 	}
+	sid, key := payload[:16], payload[16:] // the token carries the session ID and the key
 	var stored [][]byte
-	if err := db.Select(&stored, "SELECT key_hash FROM "+table); err != nil {
+	if err := db.Select(&stored, "SELECT key_hash || session_id FROM "+table); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(key)
-	if len(stored) != 1 || !bytes.Equal(stored[0], sum[:]) {
-		t.Fatalf("stored %x, want exactly sha256(key) %x", stored, sum)
+	if len(stored) != 1 || !bytes.Equal(stored[0], append(sum[:], sid...)) {
+		t.Fatalf("stored %x, want exactly sha256(key) %x and the session ID %x", stored, sum, sid)
 	}
 	n := pgtest.Count(t, db, "SELECT count(*) FROM "+table+" WHERE position($1::bytea in key_hash) > 0 OR position($2 in data::text) > 0",
 		key, base64.RawURLEncoding.EncodeToString(key))
@@ -119,7 +120,7 @@ func TestPostgresTableNames(t *testing.T) {
 		if err := b.Migrate(context.Background()); err == nil || !strings.Contains(err.Error(), "invalid table name") {
 			t.Errorf("WithTable(%q).Migrate = %v, want an invalid table name error", bad, err)
 		}
-		if _, err := b.Load(context.Background(), pgsession.ID{}); err == nil {
+		if _, err := b.Load(context.Background(), pgsession.ID{}, pgsession.SessionID{}); err == nil {
 			t.Errorf("WithTable(%q).Load succeeded", bad)
 		}
 	}
@@ -136,7 +137,7 @@ func TestPostgresTableNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Load(context.Background(), id); err != nil {
+	if _, err := b.Load(context.Background(), id, pgsession.SessionID{}); err != nil {
 		t.Fatal(err)
 	}
 }

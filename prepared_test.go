@@ -43,7 +43,7 @@ func loadMissingThrice(t *testing.T, opts ...pgsession.PostgresOption) (*sqlx.DB
 		t.Fatal(err)
 	}
 	for range 3 {
-		if _, err := b.Load(context.Background(), randomID()); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := b.Load(context.Background(), randomID(), pgsession.SessionID{}); !errors.Is(err, pgsession.ErrNotFound) {
 			t.Fatalf("Load of a missing session = %v, want ErrNotFound", err)
 		}
 	}
@@ -108,7 +108,7 @@ func TestDriverPreparedStatementsArePrepared(t *testing.T) {
 	if stmts := list(); len(stmts) != 0 {
 		t.Errorf("after Close, prepared on the connection: %+v, want none", stmts)
 	}
-	if _, err := b.Load(ctx, randomID()); !errors.Is(err, pgsession.ErrNotFound) {
+	if _, err := b.Load(ctx, randomID(), pgsession.SessionID{}); !errors.Is(err, pgsession.ErrNotFound) {
 		t.Errorf("Load after Close = %v, want ErrNotFound (prepared again)", err)
 	}
 }
@@ -118,7 +118,7 @@ func TestDriverPreparedStatementsErrorsAreExplained(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
 	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(pgtest.Schema(t, db)+".sessions"), pgsession.WithDriverPreparedStatements())
 	for range 2 { // the failed statement is not kept
-		_, err := b.Load(context.Background(), randomID())
+		_, err := b.Load(context.Background(), randomID(), pgsession.SessionID{})
 		if !errors.Is(err, pgsession.ErrNoTable) || !strings.Contains(err.Error(), "call Migrate") {
 			t.Errorf("Load from a missing table = %v, want ErrNoTable with the advice", err)
 		}
@@ -126,7 +126,7 @@ func TestDriverPreparedStatementsErrorsAreExplained(t *testing.T) {
 	if err := b.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Load(context.Background(), randomID()); !errors.Is(err, pgsession.ErrNotFound) {
+	if _, err := b.Load(context.Background(), randomID(), pgsession.SessionID{}); !errors.Is(err, pgsession.ErrNotFound) {
 		t.Errorf("Load after Migrate = %v, want ErrNotFound", err)
 	}
 }
@@ -174,17 +174,17 @@ func TestPreparedStatementsPgBouncerNeverRunsAnotherStatement(t *testing.T) {
 					t.Errorf("client %d: insert: %v", c, err)
 					return
 				}
-				if _, err := other.Load(ctx, id); !errors.Is(err, pgsession.ErrNotFound) {
+				if _, err := other.Load(ctx, id, pgsession.SessionID{}); !errors.Is(err, pgsession.ErrNotFound) {
 					t.Errorf("client %d: the other table has the session: %v", c, err)
 				}
-				rec, err := b.Load(ctx, id)
+				rec, err := b.Load(ctx, id, pgsession.SessionID{})
 				if err != nil || string(rec.Data["c"]) != string([]byte{'0' + byte(c%10)}) {
 					t.Errorf("client %d: load = %v, %v", c, rec, err)
 				}
 				if err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpDelete, Old: id}); err != nil {
 					t.Errorf("client %d: delete: %v", c, err)
 				}
-				if _, err := b.Load(ctx, id); !errors.Is(err, pgsession.ErrNotFound) {
+				if _, err := b.Load(ctx, id, pgsession.SessionID{}); !errors.Is(err, pgsession.ErrNotFound) {
 					t.Errorf("client %d: after the delete, load = %v, want ErrNotFound (the delete ran another statement)", c, err)
 				}
 			}
@@ -198,7 +198,7 @@ func TestPreparedStatementsPgBouncerNeverRunsAnotherStatement(t *testing.T) {
 func TestPreparedStatementsErrorsAreExplained(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
 	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(pgtest.Schema(t, db)+".sessions"), pgsession.WithPreparedStatements())
-	_, err := b.Load(context.Background(), randomID())
+	_, err := b.Load(context.Background(), randomID(), pgsession.SessionID{})
 	if !errors.Is(err, pgsession.ErrNoTable) || !strings.Contains(err.Error(), "call Migrate") {
 		t.Errorf("Load from a missing table = %v, want ErrNoTable with the advice", err)
 	}
@@ -228,7 +228,7 @@ func BenchmarkBackendLoad(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := backend.Load(ctx, id); err != nil {
+				if _, err := backend.Load(ctx, id, pgsession.SessionID{}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -158,7 +158,7 @@ func (m *Manager) ListByPrincipal(ctx context.Context, principal any) ([]Session
 	if s := m.FromContext(ctx); s != nil {
 		s.mu.Lock()
 		if s.key != nil { // a live, stored session
-			current = s.loaded.SessionID
+			current = s.sid
 		}
 		s.mu.Unlock()
 	}

@@ -3,12 +3,17 @@
 -- PostgresBackend.Migrate applies this file (with the table name it was given
 -- in place of "sessions") under an advisory lock, so it is safe to call from
 -- several instances at once. Users of goose, golang-migrate or atlas can copy
--- it into a migration instead. Each statement is idempotent.
+-- it into a migration instead. Each statement is idempotent, but for the
+-- primary key's upgrade, which Migrate runs only on a table that needs it.
+--
+-- To spread the table over a Citus cluster, distribute it by session_id
+-- (PostgresBackend.Distribute, or SELECT create_distributed_table('sessions',
+-- 'session_id')): every statement on one session then runs on one shard.
 
 CREATE TABLE IF NOT EXISTS sessions (
     -- SHA-256 of the session key. The key itself is never stored, so the
     -- table's contents cannot be replayed as cookies.
-    key_hash    bytea       PRIMARY KEY CHECK (octet_length(key_hash) = 32),
+    key_hash    bytea       NOT NULL CHECK (octet_length(key_hash) = 32),
     -- The session's data: one JSON object, top-level keys as set by Session.Set.
     data        jsonb       NOT NULL,
     -- When the session (or its current key) was created: absolute timeout.
@@ -29,7 +34,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     -- The client that created or last rotated it, if Config.Device records
     -- it (personal data).
     user_agent  text,
-    client_addr text
+    client_addr text,
+    -- Every statement on one session names it by both (a token carries the
+    -- session ID beside the key), so on Citus, distributed by session_id,
+    -- each runs on one shard. key_hash first: a token of the old form (key
+    -- alone) loads by the index's first column.
+    PRIMARY KEY (key_hash, session_id)
 )
 -- Room on each page for updated rows: a data change within the timeout
 -- resolution leaves every indexed column alone, so it is a HOT update.
@@ -45,6 +55,12 @@ ALTER TABLE sessions ADD COLUMN IF NOT EXISTS persistent boolean;
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS expires_at timestamptz;
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS user_agent text;
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS client_addr text;
+-- Upgrades the primary key of a table created before tokens carried the
+-- session ID from (key_hash) to (key_hash, session_id): run it once (Migrate
+-- runs it, under the table's actual constraint name, only when the primary
+-- key is still key_hash alone). It rebuilds the index under an exclusive
+-- lock on the table.
+ALTER TABLE sessions DROP CONSTRAINT sessions_pkey, ADD CONSTRAINT sessions_pkey PRIMARY KEY (key_hash, session_id);
 
 -- Both indexes serve DeleteExpired, which removes rows past either timeout.
 CREATE INDEX IF NOT EXISTS sessions_accessed_at_idx ON sessions (accessed_at);

@@ -61,6 +61,7 @@ type Session struct {
 
 	mu      sync.Mutex
 	key     []byte                     // the key of the stored row, nil if none
+	sid     SessionID                  // the SessionID of the stored row, with key
 	signed  string                     // the request's cookie value for key, if signed with the current hash key
 	newKey  []byte                     // the key a new or rotated row will get, once chosen
 	data    map[string]json.RawMessage // current view; shared with loaded.Data until owned
@@ -334,7 +335,7 @@ func (s *Session) seal() (change, bool) {
 // s.mu must be held.
 func (s *Session) sessionIDLocked() SessionID {
 	if s.key != nil {
-		return s.loaded.SessionID
+		return s.sid
 	}
 	if s.sessionID == (SessionID{}) {
 		s.sessionID = newSessionID()

@@ -36,7 +36,9 @@ func Token(ctx context.Context) (string, error) {
 	if key == nil {
 		return "", ErrEmptySession // a concurrent logout deleted it
 	}
-	return s.m.signer.encode(key)
+	// A rotation keeps the session ID; a new session gets the one its
+	// insert will store.
+	return s.m.signer.encode(s.sessionIDLocked(), key)
 }
 
 // chooseNewKey returns the key a new or rotated row gets, picking it on
@@ -54,10 +56,11 @@ func (s *Session) chooseNewKeyLocked() []byte {
 	return s.newKey
 }
 
-// setKey records the key the session is stored under after the save (nil
-// when it was deleted or lost to a concurrent logout).
-func (s *Session) setKey(key []byte) {
+// setKey records the key and SessionID the session is stored under after
+// the save (nil and zero when it was deleted or lost to a concurrent
+// logout).
+func (s *Session) setKey(key []byte, sid SessionID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.key = key
+	s.key, s.sid = key, sid
 }

@@ -24,9 +24,9 @@ import (
 // database would return one row: the cost of the library alone.
 type fixed struct{ rec pgsession.Record }
 
-func (f *fixed) Load(_ context.Context, id pgsession.ID) (*pgsession.Record, error) {
+func (f *fixed) Load(_ context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
 	rec := f.rec
-	rec.ID, rec.Data = id, maps.Clone(f.rec.Data)
+	rec.ID, rec.SessionID, rec.Data = id, sid, maps.Clone(f.rec.Data)
 	return &rec, nil
 }
 

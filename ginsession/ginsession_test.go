@@ -332,11 +332,11 @@ type failing struct {
 
 var errDown = errors.New("backend down")
 
-func (b *failing) Load(ctx context.Context, id pgsession.ID) (*pgsession.Record, error) {
+func (b *failing) Load(ctx context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
 	if b.load.Load() {
 		return nil, errDown
 	}
-	return b.MemoryBackend.Load(ctx, id)
+	return b.MemoryBackend.Load(ctx, id, sid)
 }
 
 func (b *failing) Apply(ctx context.Context, a pgsession.Action) error {

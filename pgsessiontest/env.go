@@ -79,14 +79,14 @@ func (e *Env) Login(t testing.TB, values map[string]any) *http.Cookie {
 		}
 		set[k] = b
 	}
-	key := randomBytes(32)
+	key, sid := randomBytes(32), pgsession.SessionID(randomBytes(16))
 	now := e.Clock.Now().Truncate(time.Microsecond)
-	err := e.Backend.Apply(context.Background(), pgsession.Action{Op: pgsession.OpInsert, New: sha256.Sum256(key),
+	err := e.Backend.Apply(context.Background(), pgsession.Action{Op: pgsession.OpInsert, New: sha256.Sum256(key), SessionID: sid,
 		Patch: pgsession.Patch{Replace: true, Set: set}, Created: now, Accessed: now})
 	if err != nil {
 		t.Fatalf("pgsessiontest: store session: %v", err)
 	}
-	return &http.Cookie{Name: e.cookieName, Value: e.sign(t, key)}
+	return &http.Cookie{Name: e.cookieName, Value: e.sign(t, append(sid[:], key...))}
 }
 
 // Request returns r with a new stored session holding values attached as
@@ -118,11 +118,11 @@ func (e *Env) Saved(t testing.TB, req *http.Request, resp *http.Response) map[st
 	if value == "" {
 		return nil
 	}
-	key, ok := e.keyOf(value)
+	key, sid, ok := e.credOf(value)
 	if !ok {
 		return nil
 	}
-	rec, err := e.Backend.Load(context.Background(), sha256.Sum256(key))
+	rec, err := e.Backend.Load(context.Background(), sha256.Sum256(key), sid)
 	if errors.Is(err, pgsession.ErrNotFound) {
 		return nil
 	}
@@ -149,15 +149,39 @@ func (e *Env) SavedValue(t testing.TB, req *http.Request, resp *http.Response, k
 // CookieName returns the session cookie's name.
 func (e *Env) CookieName() string { return e.cookieName }
 
-func (e *Env) sign(t testing.TB, key []byte) string {
+// sign signs payload (a SessionID and a key, or a key alone: a token of the
+// old form) as a cookie value of the Env.
+func (e *Env) sign(t testing.TB, payload []byte) string {
 	t.Helper()
-	return signKey(t, e.cookieName, key, e.hashKey)
+	return signKey(t, e.cookieName, payload, e.hashKey)
 }
 
 // keyOf returns the session key in a cookie value signed with the Env's key.
 func (e *Env) keyOf(value string) ([]byte, bool) {
-	key, err := unsign(e.cookieName, value, e.hashKey)
-	return key, err == nil
+	key, _, ok := e.credOf(value)
+	return key, ok
+}
+
+// credOf returns the session key and SessionID (zero in a token of the old
+// form) in a cookie value signed with the Env's key.
+func (e *Env) credOf(value string) ([]byte, pgsession.SessionID, bool) {
+	payload, err := unsign(e.cookieName, value, e.hashKey)
+	if err != nil {
+		return nil, pgsession.SessionID{}, false
+	}
+	key, sid := splitToken(payload)
+	return key, sid, true
+}
+
+// splitToken returns the key and SessionID a token's payload carries: a
+// SessionID and a key (48 bytes), or a key alone (the old form).
+func splitToken(payload []byte) ([]byte, pgsession.SessionID) {
+	var sid pgsession.SessionID
+	if len(payload) == len(sid)+32 {
+		copy(sid[:], payload)
+		return payload[len(sid):], sid
+	}
+	return payload, sid
 }
 
 // codec is the cookie format pgsession uses: securecookie, raw bytes, no

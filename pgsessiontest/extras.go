@@ -19,6 +19,60 @@ import (
 func testExtras(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
 	setup := parallelHarness(newBackend)
 
+	t.Run("tokens of the old form (key alone) keep working and move to the new form at the next write", func(t *testing.T) {
+		h := setup(t, func(c *pgsession.Config) { c.Carrier = pgsession.CookieOrBearer })
+		r := h.request("", `set:user:"ada"`)
+		key, sid, ok := h.credOf(r.setCookie.Value)
+		if !ok || sid == (pgsession.SessionID{}) {
+			t.Fatalf("a new session's cookie %q does not carry its SessionID", r.setCookie.Value)
+		}
+		old := h.sign(t, key) // the same session, as issued before tokens carried the SessionID
+		upgraded := func(what, value string) {
+			t.Helper()
+			k, s, ok := h.credOf(value)
+			if !ok || s != sid || !bytes.Equal(k, key) {
+				t.Errorf("%s: %q does not carry the same key and SessionID", what, value)
+			}
+		}
+		// A read loads it, and leaves the client's cookie alone.
+		r = h.request(h.cookieName+"="+old, "get:user")
+		if string(r.result.Get["user"]) != `"ada"` || r.setCookie != nil || r.errs() != "" {
+			t.Fatalf("read with a token of the old form: get %v, cookie %v, errs %s", r.result.Get, r.setCookie, r.errs())
+		}
+		// A write sends the new form: the same session and key.
+		r = h.request(h.cookieName+"="+old, "set:n:1")
+		if r.setCookie == nil {
+			t.Fatal("a write with a cookie of the old form sent no cookie")
+		}
+		upgraded("the cookie after a write", r.setCookie.Value)
+		if rec, err := h.stored(r.setCookie.Value); err != nil || string(rec.Data["n"]) != "1" || rec.SessionID != sid {
+			t.Errorf("after the write: %+v, %v", rec, err)
+		}
+		// A bearer token of the old form, and Token, Load and Save.
+		r = h.bearer(old, "get:user", "token")
+		if string(r.result.Get["user"]) != `"ada"` {
+			t.Fatalf("bearer of the old form: get %v, errs %s", r.result.Get, r.errs())
+		}
+		upgraded("Token", r.result.Token)
+		job := mustLoadToken(t, h, context.Background(), old)
+		if got, err := h.m.Save(job); err != nil {
+			t.Fatal(err)
+		} else {
+			upgraded("Save", got)
+		}
+		// A rotation keeps the SessionID, and the token of the old form dies.
+		r = h.request(h.cookieName+"="+old, "rotate")
+		if r.setCookie == nil {
+			t.Fatal("a rotation sent no cookie")
+		}
+		if k, s, _ := h.credOf(r.setCookie.Value); s != sid || bytes.Equal(k, key) {
+			t.Errorf("after a rotation: SessionID %s, same key %v; want %s and a new key", s, bytes.Equal(k, key), sid)
+		}
+		if r = h.request(h.cookieName+"="+old, "get:user"); len(r.result.Get) != 0 {
+			t.Errorf("the rotated-away token of the old form still loads: %v", r.result.Get)
+		}
+	})
+
 	t.Run("bearer tokens carry the session without cookies", func(t *testing.T) {
 		h := setup(t, func(c *pgsession.Config) { c.Carrier = pgsession.CookieOrBearer })
 		// Login from an app: no token yet; the body hands one out.

@@ -32,12 +32,12 @@ type countingBackend struct {
 var errInjected = errors.New("pgsessiontest: injected backend failure")
 
 // Load counts the call and fails it while failLoad is set.
-func (b *countingBackend) Load(ctx context.Context, id pgsession.ID) (*pgsession.Record, error) {
+func (b *countingBackend) Load(ctx context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
 	b.loads.Add(1)
 	if b.failLoad.Load() {
 		return nil, errInjected
 	}
-	return b.Backend.Load(ctx, id)
+	return b.Backend.Load(ctx, id, sid)
 }
 
 // Apply counts the call and fails it while failApply is set.
@@ -439,18 +439,22 @@ func (h *harness) key(value string) []byte {
 // decodeKey returns the key in value, failing t unless hashKey signed it.
 func decodeKey(t *testing.T, name, value string, hashKey []byte) []byte {
 	t.Helper()
-	key, err := unsign(name, value, hashKey)
+	payload, err := unsign(name, value, hashKey)
 	if err != nil {
 		t.Fatalf("cookie %q does not verify: %v", value, err)
 	}
+	key, _ := splitToken(payload)
 	return key
 }
 
 // stored loads the row of the session whose cookie value is value.
 func (h *harness) stored(value string) (*pgsession.Record, error) {
 	h.t.Helper()
-	id := pgsession.ID(sha256.Sum256(h.key(value)))
-	return h.backend.Backend.Load(context.Background(), id)
+	key, sid, ok := h.credOf(value)
+	if !ok {
+		h.t.Fatalf("cookie %q does not verify", value)
+	}
+	return h.backend.Backend.Load(context.Background(), pgsession.ID(sha256.Sum256(key)), sid)
 }
 
 // counts returns the backend calls so far.

@@ -45,6 +45,12 @@ func raw(kv ...string) map[string]json.RawMessage {
 
 func newID() pgsession.ID { return pgsession.ID(randomBytes(32)) }
 
+func newSID() pgsession.SessionID { return pgsession.SessionID(randomBytes(16)) }
+
+// sidOf is the SessionID the contract tests store the row first inserted
+// under id with: random, as id is. A rotated row keeps it.
+func sidOf(id pgsession.ID) pgsession.SessionID { return pgsession.SessionID(id[:16]) }
+
 // sameData compares JSON data by meaning, since backends may reformat it.
 func sameData(a, b map[string]json.RawMessage) bool {
 	if len(a) != len(b) {
@@ -70,25 +76,39 @@ func mustApply(t *testing.T, b pgsession.Backend, a pgsession.Action) {
 	}
 }
 
-func mustLoad(t *testing.T, b pgsession.Backend, id pgsession.ID) *pgsession.Record {
+// mustLoad loads the row under id whose SessionID is sid, both ways: by
+// both, and by id alone (a token of the old form).
+func mustLoad(t *testing.T, b pgsession.Backend, id pgsession.ID, sid pgsession.SessionID) *pgsession.Record {
 	t.Helper()
-	rec, err := b.Load(context.Background(), id)
+	rec, err := b.Load(context.Background(), id, sid)
 	if err != nil {
-		t.Fatalf("Load(%s): %v", id, err)
+		t.Fatalf("Load(%s, %s): %v", id, sid, err)
+	}
+	if rec.SessionID != sid {
+		t.Fatalf("Load(%s, %s): SessionID %s", id, sid, rec.SessionID)
+	}
+	alone, err := b.Load(context.Background(), id, pgsession.SessionID{})
+	if err != nil || alone.SessionID != sid || !sameData(alone.Data, rec.Data) {
+		t.Fatalf("Load(%s) by id alone = %+v, %v; want the row of %s", id, alone, err, sid)
 	}
 	return rec
 }
 
+// wantGone checks that no row is under id, whatever its SessionID.
 func wantGone(t *testing.T, b pgsession.Backend, id pgsession.ID) {
 	t.Helper()
-	if rec, err := b.Load(context.Background(), id); !errors.Is(err, pgsession.ErrNotFound) {
+	if rec, err := b.Load(context.Background(), id, pgsession.SessionID{}); !errors.Is(err, pgsession.ErrNotFound) {
 		t.Fatalf("Load(%s) = %+v, %v; want ErrNotFound", id, rec, err)
+	}
+	if rec, err := b.Load(context.Background(), id, sidOf(id)); !errors.Is(err, pgsession.ErrNotFound) {
+		t.Fatalf("Load(%s, %s) = %+v, %v; want ErrNotFound", id, sidOf(id), rec, err)
 	}
 }
 
+// insert stores a row under id and sidOf(id).
 func insert(t *testing.T, b pgsession.Backend, id pgsession.ID, data map[string]json.RawMessage, created, accessed time.Time) {
 	t.Helper()
-	mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, New: id,
+	mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, New: id, SessionID: sidOf(id),
 		Patch: pgsession.Patch{Replace: true, Set: data}, Created: created, Accessed: accessed})
 }
 
@@ -107,7 +127,7 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		id := newID()
 		data := raw("user", `"ada"`, "n", `9007199254740993`, "nested", `{"z":[1,2,{"é":"ü"}],"a":null}`, "emoji", `"🔑 \"quoted\" \\ <tag>"`)
 		insert(t, b, id, data, t0, t0.Add(time.Minute))
-		rec := mustLoad(t, b, id)
+		rec := mustLoad(t, b, id, sidOf(id))
 		if !sameData(rec.Data, data) {
 			t.Errorf("data = %s, want %s", rec.Data, data)
 		}
@@ -125,14 +145,14 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		b := newBackend(t)
 		dead, fresh := newID(), newID()
 		insert(t, b, dead, raw("a", `1`), t0, t0)
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, Old: dead, New: fresh,
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, Old: dead, OldSessionID: sidOf(dead), New: fresh, SessionID: sidOf(fresh),
 			Patch: pgsession.Patch{Replace: true, Set: raw("b", `2`)}, Created: t0, Accessed: t0})
 		wantGone(t, b, dead)
-		if rec := mustLoad(t, b, fresh); !sameData(rec.Data, raw("b", `2`)) {
+		if rec := mustLoad(t, b, fresh, sidOf(fresh)); !sameData(rec.Data, raw("b", `2`)) {
 			t.Errorf("data = %s", rec.Data)
 		}
 		// The dead row may already be gone: still fine.
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, Old: dead, New: newID(),
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, Old: dead, OldSessionID: sidOf(dead), New: newID(), SessionID: newSID(),
 			Patch: pgsession.Patch{Replace: true, Set: raw("c", `3`)}, Created: t0, Accessed: t0})
 	})
 
@@ -141,9 +161,9 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		b := newBackend(t)
 		id := newID()
 		insert(t, b, id, raw("a", `1`, "b", `2`, "c", `3`), t0, t0)
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id,
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, OldSessionID: sidOf(id),
 			Patch: pgsession.Patch{Set: raw("b", `20`, "d", `4`), Delete: []string{"c", "absent"}}, Accessed: t0.Add(time.Hour)})
-		rec := mustLoad(t, b, id)
+		rec := mustLoad(t, b, id, sidOf(id))
 		if want := raw("a", `1`, "b", `20`, "d", `4`); !sameData(rec.Data, want) {
 			t.Errorf("after merge: %s, want %s", rec.Data, want)
 		}
@@ -151,18 +171,18 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 			t.Errorf("times = %v %v", rec.Created, rec.Accessed)
 		}
 		// A touch (empty patch) that is older than the stored time changes nothing.
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, Accessed: t0.Add(time.Minute)})
-		if rec := mustLoad(t, b, id); !rec.Accessed.Equal(t0.Add(time.Hour)) {
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, OldSessionID: sidOf(id), Accessed: t0.Add(time.Minute)})
+		if rec := mustLoad(t, b, id, sidOf(id)); !rec.Accessed.Equal(t0.Add(time.Hour)) {
 			t.Errorf("access time went backwards to %v", rec.Accessed)
 		}
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id,
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, OldSessionID: sidOf(id),
 			Patch: pgsession.Patch{Replace: true, Set: raw("only", `true`)}, Accessed: t0.Add(2 * time.Hour)})
-		if rec := mustLoad(t, b, id); !sameData(rec.Data, raw("only", `true`)) || !rec.Accessed.Equal(t0.Add(2*time.Hour)) {
+		if rec := mustLoad(t, b, id, sidOf(id)); !sameData(rec.Data, raw("only", `true`)) || !rec.Accessed.Equal(t0.Add(2*time.Hour)) {
 			t.Errorf("after replace: %s at %v", rec.Data, rec.Accessed)
 		}
 		// A zero Accessed changes the data and leaves the access time.
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, Patch: pgsession.Patch{Set: raw("z", `1`)}})
-		if rec := mustLoad(t, b, id); rec.Data["z"] == nil || !rec.Accessed.Equal(t0.Add(2*time.Hour)) {
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, OldSessionID: sidOf(id), Patch: pgsession.Patch{Set: raw("z", `1`)}})
+		if rec := mustLoad(t, b, id, sidOf(id)); rec.Data["z"] == nil || !rec.Accessed.Equal(t0.Add(2*time.Hour)) {
 			t.Errorf("update without access time: %s at %v", rec.Data, rec.Accessed)
 		}
 	})
@@ -171,15 +191,15 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		t.Parallel()
 		b := newBackend(t)
 		old, fresh := newID(), newID()
-		err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: old, Patch: pgsession.Patch{Set: raw("a", `1`)}, Accessed: t0})
+		err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: old, OldSessionID: sidOf(old), Patch: pgsession.Patch{Set: raw("a", `1`)}, Accessed: t0})
 		if !errors.Is(err, pgsession.ErrGone) {
 			t.Errorf("update: err = %v, want ErrGone", err)
 		}
-		err = b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: old, Accessed: t0})
+		err = b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: old, OldSessionID: sidOf(old), Accessed: t0})
 		if !errors.Is(err, pgsession.ErrGone) {
 			t.Errorf("touch: err = %v, want ErrGone", err)
 		}
-		err = b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: old, New: fresh, Patch: pgsession.Patch{Set: raw("a", `1`)}, Created: t0, Accessed: t0})
+		err = b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: old, OldSessionID: sidOf(old), New: fresh, Patch: pgsession.Patch{Set: raw("a", `1`)}, Created: t0, Accessed: t0})
 		if !errors.Is(err, pgsession.ErrGone) {
 			t.Errorf("rotate: err = %v, want ErrGone", err)
 		}
@@ -192,10 +212,10 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		b := newBackend(t)
 		old, fresh := newID(), newID()
 		insert(t, b, old, raw("a", `1`, "b", `2`), t0, t0)
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpRotate, Old: old, New: fresh,
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpRotate, Old: old, OldSessionID: sidOf(old), New: fresh,
 			Patch: pgsession.Patch{Set: raw("user", `"ada"`), Delete: []string{"b"}}, Created: t0.Add(time.Hour), Accessed: t0.Add(time.Hour)})
 		wantGone(t, b, old)
-		rec := mustLoad(t, b, fresh)
+		rec := mustLoad(t, b, fresh, sidOf(old)) // the rotation keeps the SessionID
 		if !sameData(rec.Data, raw("a", `1`, "user", `"ada"`)) || !rec.Created.Equal(t0.Add(time.Hour)) || !rec.Accessed.Equal(t0.Add(time.Hour)) {
 			t.Errorf("rotated = %s %v %v", rec.Data, rec.Created, rec.Accessed)
 		}
@@ -208,25 +228,25 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		b := newBackend(t)
 		dead, id, rotated := newID(), newID(), newID()
 		insert(t, b, dead, raw("x", `0`), t0, t0)
-		ins := pgsession.Action{Op: pgsession.OpInsert, Old: dead, New: id,
+		ins := pgsession.Action{Op: pgsession.OpInsert, Old: dead, OldSessionID: sidOf(dead), New: id, SessionID: sidOf(id),
 			Patch: pgsession.Patch{Replace: true, Set: raw("a", `1`)}, Created: t0, Accessed: t0}
 		mustApply(t, b, ins)
 		mustApply(t, b, ins)
 		wantGone(t, b, dead)
-		if rec := mustLoad(t, b, id); !sameData(rec.Data, raw("a", `1`)) {
+		if rec := mustLoad(t, b, id, sidOf(id)); !sameData(rec.Data, raw("a", `1`)) {
 			t.Errorf("after repeated insert: %s", rec.Data)
 		}
-		rot := pgsession.Action{Op: pgsession.OpRotate, Old: id, New: rotated,
+		rot := pgsession.Action{Op: pgsession.OpRotate, Old: id, OldSessionID: sidOf(id), New: rotated,
 			Patch: pgsession.Patch{Set: raw("b", `2`)}, Created: t0.Add(time.Hour), Accessed: t0.Add(time.Hour)}
 		mustApply(t, b, rot)
 		mustApply(t, b, rot)
 		wantGone(t, b, id)
-		rec := mustLoad(t, b, rotated)
+		rec := mustLoad(t, b, rotated, sidOf(id))
 		if !sameData(rec.Data, raw("a", `1`, "b", `2`)) || !rec.Created.Equal(t0.Add(time.Hour)) {
 			t.Errorf("after repeated rotation: %s created %v", rec.Data, rec.Created)
 		}
 		// A different rotation of the gone row is still refused.
-		err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: id, New: newID(), Created: t0, Accessed: t0})
+		err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: id, OldSessionID: sidOf(id), New: newID(), Created: t0, Accessed: t0})
 		if !errors.Is(err, pgsession.ErrGone) {
 			t.Errorf("another rotation of the old row: %v, want ErrGone", err)
 		}
@@ -237,9 +257,36 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		b := newBackend(t)
 		id := newID()
 		insert(t, b, id, raw("a", `1`), t0, t0)
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpDelete, Old: id})
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpDelete, Old: id, OldSessionID: sidOf(id)})
 		wantGone(t, b, id)
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpDelete, Old: id})
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpDelete, Old: id, OldSessionID: sidOf(id)})
+	})
+
+	t.Run("a row is named by its ID and SessionID together", func(t *testing.T) {
+		// A token carries both; one of the old form, the ID alone.
+		t.Parallel()
+		b := newBackend(t)
+		id, other := newID(), newSID()
+		insert(t, b, id, raw("a", `1`), t0, t0)
+		if rec, err := b.Load(ctx, id, other); !errors.Is(err, pgsession.ErrNotFound) {
+			t.Errorf("Load with another SessionID = %+v, %v; want ErrNotFound", rec, err)
+		}
+		for _, a := range []pgsession.Action{
+			{Op: pgsession.OpUpdate, Old: id, OldSessionID: other, Patch: pgsession.Patch{Set: raw("b", `2`)}, Accessed: t0.Add(time.Hour)},
+			{Op: pgsession.OpUpdate, Old: id, OldSessionID: other, Accessed: t0.Add(time.Hour)},
+			{Op: pgsession.OpUpdate, Old: id, OldSessionID: other, Patch: pgsession.Patch{Replace: true, Set: raw("b", `2`)}, Accessed: t0.Add(time.Hour)},
+			{Op: pgsession.OpRotate, Old: id, OldSessionID: other, New: newID(), Created: t0, Accessed: t0},
+		} {
+			if err := b.Apply(ctx, a); !errors.Is(err, pgsession.ErrGone) {
+				t.Errorf("%v with another SessionID: %v, want ErrGone", a.Op, err)
+			}
+		}
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpDelete, Old: id, OldSessionID: other})
+		mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, Old: id, OldSessionID: other, New: newID(), SessionID: newSID(),
+			Patch: pgsession.Patch{Replace: true, Set: raw("c", `3`)}, Created: t0, Accessed: t0})
+		if rec := mustLoad(t, b, id, sidOf(id)); !sameData(rec.Data, raw("a", `1`)) || !rec.Accessed.Equal(t0) {
+			t.Errorf("after actions naming another SessionID: %s at %v, want it untouched", rec.Data, rec.Accessed)
+		}
 	})
 
 	t.Run("concurrent updates of different keys all persist", func(t *testing.T) {
@@ -252,7 +299,7 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		errs := make(chan error, n)
 		for i := range n {
 			wg.Go(func() {
-				errs <- b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: id,
+				errs <- b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: id, OldSessionID: sidOf(id),
 					Patch: pgsession.Patch{Set: raw(fmt.Sprintf("k%d", i), fmt.Sprint(i))}, Accessed: t0.Add(time.Duration(i) * time.Second)})
 			})
 		}
@@ -263,7 +310,7 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 				t.Fatal(err)
 			}
 		}
-		rec := mustLoad(t, b, id)
+		rec := mustLoad(t, b, id, sidOf(id))
 		if len(rec.Data) != n+1 {
 			t.Errorf("got %d keys, want %d: %s", len(rec.Data), n+1, rec.Data)
 		}
@@ -284,7 +331,7 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		for i := range n {
 			ids[i] = newID()
 			wg.Go(func() {
-				errs[i] = b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: old, New: ids[i], Created: t0, Accessed: t0})
+				errs[i] = b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: old, OldSessionID: sidOf(old), New: ids[i], Created: t0, Accessed: t0})
 			})
 		}
 		wg.Wait()
@@ -293,7 +340,7 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 			switch {
 			case err == nil:
 				won++
-				mustLoad(t, b, ids[i])
+				mustLoad(t, b, ids[i], sidOf(old))
 			case errors.Is(err, pgsession.ErrGone):
 				wantGone(t, b, ids[i])
 			default:
@@ -337,7 +384,7 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 			t.Errorf("removed %d, want 10", total)
 		}
 		for _, id := range live {
-			mustLoad(t, b, id)
+			mustLoad(t, b, id, sidOf(id))
 		}
 		for _, id := range append(idle, old...) {
 			wantGone(t, b, id)

@@ -69,7 +69,7 @@ func TestPgBouncerPgxDefaultModeFailsLoudly(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 50 {
-				_, err := b.Load(context.Background(), id)
+				_, err := b.Load(context.Background(), id, pgsession.SessionID{})
 				if err == nil || errors.Is(err, pgsession.ErrNotFound) {
 					continue
 				}
@@ -126,14 +126,14 @@ func TestPgxErrorsAreExplained(t *testing.T) {
 	db := pgtest.Open(t, "pgx")
 	schema := pgtest.Schema(t, db)
 	b := pgsession.NewPostgresBackend(db, pgsession.WithTable(schema+".sessions"))
-	_, err := b.Load(context.Background(), randomID())
+	_, err := b.Load(context.Background(), randomID(), pgsession.SessionID{})
 	if !errors.Is(err, pgsession.ErrNoTable) || !strings.Contains(err.Error(), "call Migrate") {
 		t.Errorf("Load from a missing table = %v, want ErrNoTable with the advice", err)
 	}
 	if _, err := db.Exec(`CREATE TABLE ` + schema + `.sessions (token TEXT PRIMARY KEY, data BYTEA NOT NULL, expiry TIMESTAMPTZ NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Load(context.Background(), randomID()); !errors.Is(err, pgsession.ErrSchemaMismatch) {
+	if _, err := b.Load(context.Background(), randomID(), pgsession.SessionID{}); !errors.Is(err, pgsession.ErrSchemaMismatch) {
 		t.Errorf("Load from scs's table = %v, want ErrSchemaMismatch", err)
 	}
 }
@@ -207,7 +207,10 @@ func BenchmarkLoad(b *testing.B) {
 			var load func(id pgsession.ID) error
 			switch m.raw {
 			case "":
-				load = func(id pgsession.ID) error { _, err := be.Load(context.Background(), id); return err }
+				load = func(id pgsession.ID) error {
+					_, err := be.Load(context.Background(), id, pgsession.SessionID{})
+					return err
+				}
 			case "params":
 				load = func(id pgsession.ID) error { return scanLoad(db.QueryRowContext(context.Background(), query, id[:])) }
 			case "prepared":
