@@ -3,6 +3,7 @@ package pgsession_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"os"
 	"strings"
 	"sync"
@@ -71,6 +72,27 @@ func TestMigrateUpgradesV01Table(t *testing.T) {
 		if err != nil || rec.SessionID == (pgsession.SessionID{}) || rec.Lifetime != nil || len(rec.Data) != 1 {
 			t.Fatalf("old session after the upgrade: %+v, %v", rec, err)
 		}
+	}
+	// The table keeps its primary key (key_hash): an instance of the
+	// previous version, still running during a rolling upgrade, names it
+	// in ON CONFLICT, and new sessions work beside it.
+	if got := pgtest.Count(t, db, `SELECT count(*) FROM pg_constraint WHERE conrelid = '`+table+`'::regclass
+		AND contype = 'p' AND pg_get_constraintdef(oid) = 'PRIMARY KEY (key_hash)'`); got != 1 {
+		t.Errorf("primary key changed by Migrate: %d constraints PRIMARY KEY (key_hash), want 1", got)
+	}
+	old := sha256.Sum256([]byte("a session of the previous version"))
+	db.MustExec(`INSERT INTO `+table+` (key_hash, data, created_at, accessed_at) VALUES ($1, '{}', now(), now()) ON CONFLICT (key_hash) DO NOTHING`, old[:])
+	id, sid, now := randomID(), pgsession.SessionID{1, 2, 3}, time.Now()
+	if err := b.Apply(context.Background(), pgsession.Action{Op: pgsession.OpInsert, New: id, SessionID: sid, Created: now, Accessed: now,
+		Patch: pgsession.Patch{Set: map[string]json.RawMessage{"n": json.RawMessage("1")}}}); err != nil {
+		t.Fatalf("a new session in the upgraded table: %v", err)
+	}
+	next := randomID()
+	if err := b.Apply(context.Background(), pgsession.Action{Op: pgsession.OpRotate, Old: id, OldSessionID: sid, New: next, Created: now, Accessed: now}); err != nil {
+		t.Fatalf("rotating it: %v", err)
+	}
+	if rec, err := b.Load(context.Background(), next, sid); err != nil || string(rec.Data["n"]) != "1" {
+		t.Fatalf("the rotated session: %+v, %v", rec, err)
 	}
 	// The new calls work on old sessions.
 	list, err := b.ListByPrincipal(context.Background(), "alice")

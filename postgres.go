@@ -191,11 +191,13 @@ const (
 		FROM {t} WHERE key_hash = $1`
 	// A row already under the new key can only be this insert's own
 	// earlier attempt (the key is 256 random bits), whose answer was lost:
-	// the repeat then does nothing.
+	// the repeat then does nothing. No conflict target: the primary key is
+	// (key_hash, session_id), or key_hash alone on a table created before
+	// 0.2 (Migrate keeps it; see schema.sql), and either is this row's.
 	sqlInsert = `INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal, session_id,
 			idle_timeout_ms, absolute_timeout_ms, persistent, expires_at, user_agent, client_addr)
 		VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-		ON CONFLICT (key_hash, session_id) DO NOTHING`
+		ON CONFLICT DO NOTHING`
 	// sqlInsert, dropping the expired row ($13, $14) it replaces. On Citus
 	// the two rows may live on two shards: one distributed transaction.
 	sqlInsertReplacing = `WITH dead AS (DELETE FROM {t} WHERE key_hash = $13 AND session_id = $14)
@@ -821,6 +823,18 @@ func (b *PostgresBackend) Distribute(ctx context.Context) error {
 		FROM pg_dist_partition WHERE logicalrelid = to_regclass($1)`, b.table).Scan(&method, &column)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
+		// Citus wants every unique constraint to hold the distribution
+		// column: a table that kept its primary key (key_hash) through
+		// Migrate gets (key_hash, session_id) first.
+		current, err := b.checkTable(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("pgsession: distribute: %w", err)
+		}
+		if !current.primaryKey {
+			if _, err := tx.ExecContext(ctx, b.upgradePrimaryKey(current.pkName)); err != nil {
+				return fmt.Errorf("pgsession: distribute %s: primary key: %w", b.table, err)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `SELECT create_distributed_table($1, 'session_id')`, b.table); err != nil {
 			return fmt.Errorf("pgsession: distribute %s: %w", b.table, err)
 		}
@@ -1039,14 +1053,7 @@ func (b *PostgresBackend) Migrate(ctx context.Context) error {
 		if current.ok() && strings.HasPrefix(stmt, "ALTER TABLE") {
 			continue // up to date: no ALTER TABLE, whose lock would stall requests
 		}
-		if strings.HasPrefix(stmt, "ALTER TABLE") && strings.Contains(stmt, "PRIMARY KEY") {
-			if !current.exists || current.primaryKey {
-				continue // created just now, or up to date
-			}
-			stmt = b.upgradePrimaryKey(current.pkName)
-		} else {
-			stmt = schemaName.ReplaceAllStringFunc(stmt, b.quoteSchemaName)
-		}
+		stmt = schemaName.ReplaceAllStringFunc(stmt, b.quoteSchemaName)
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("pgsession: migrate: %w", err)
 		}
@@ -1077,7 +1084,7 @@ type tableState struct {
 }
 
 // ok reports whether the table is up to date.
-func (s tableState) ok() bool { return s.exists && s.columns && s.primaryKey }
+func (s tableState) ok() bool { return s.exists && s.columns }
 
 // wantPrimaryKey is the primary key's definition since tokens carry the
 // session ID (pg_get_constraintdef's form).
@@ -1168,9 +1175,6 @@ func (b *PostgresBackend) Check(ctx context.Context) error {
 	case !current.columns:
 		err = fmt.Errorf("%w: %s lacks the columns added since pgsession 0.1 (session_id, lifetime and device columns); %s",
 			ErrSchemaMismatch, b.table, adviceMigrate)
-	case !current.primaryKey:
-		err = fmt.Errorf("%w: %s has the primary key of a version before tokens carried the session ID, want %s; %s",
-			ErrSchemaMismatch, b.table, wantPrimaryKey, adviceMigrate)
 	}
 	return err
 }

@@ -3,12 +3,16 @@
 -- PostgresBackend.Migrate applies this file (with the table name it was given
 -- in place of "sessions") under an advisory lock, so it is safe to call from
 -- several instances at once. Users of goose, golang-migrate or atlas can copy
--- it into a migration instead. Each statement is idempotent, but for the
--- primary key's upgrade, which Migrate runs only on a table that needs it.
+-- it into a migration instead. Each statement is idempotent.
 --
 -- To spread the table over a Citus cluster, distribute it by session_id
 -- (PostgresBackend.Distribute, or SELECT create_distributed_table('sessions',
 -- 'session_id')): every statement on one session then runs on one shard.
+-- A table created before pgsession 0.2 has the primary key (key_hash), which
+-- pgsession keeps working with; Citus needs (key_hash, session_id), and
+-- Distribute changes it first (ALTER TABLE sessions DROP CONSTRAINT
+-- sessions_pkey, ADD PRIMARY KEY (key_hash, session_id): an exclusive lock
+-- on the table while the index is rebuilt).
 
 CREATE TABLE IF NOT EXISTS "app"."user_sessions" (
     -- SHA-256 of the session key. The key itself is never stored, so the
@@ -55,12 +59,6 @@ ALTER TABLE "app"."user_sessions" ADD COLUMN IF NOT EXISTS persistent boolean;
 ALTER TABLE "app"."user_sessions" ADD COLUMN IF NOT EXISTS expires_at timestamptz;
 ALTER TABLE "app"."user_sessions" ADD COLUMN IF NOT EXISTS user_agent text;
 ALTER TABLE "app"."user_sessions" ADD COLUMN IF NOT EXISTS client_addr text;
--- Upgrades the primary key of a table created before tokens carried the
--- session ID from (key_hash) to (key_hash, session_id): run it once (Migrate
--- runs it, under the table's actual constraint name, only when the primary
--- key is still key_hash alone). It rebuilds the index under an exclusive
--- lock on the table.
-ALTER TABLE "app"."user_sessions" DROP CONSTRAINT "user_sessions_pkey", ADD CONSTRAINT "user_sessions_pkey" PRIMARY KEY (key_hash, session_id);
 
 -- Both indexes serve DeleteExpired, which removes rows past either timeout.
 CREATE INDEX IF NOT EXISTS "user_sessions_accessed_at_idx" ON "app"."user_sessions" (accessed_at);
