@@ -5,23 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/pgsession/pgsession/backend"
 )
 
 // cleanupBatch is the most rows one cleanup statement removes, so a sweep
 // never holds many locks or grows one transaction.
 const cleanupBatch = 1000
-
-// ExclusiveCleaner is implemented by backends shared between processes
-// (PostgresBackend is), so that of several instances running RunCleanup
-// only one deletes at a time. A wrapper around such a backend should
-// forward it.
-type ExclusiveCleaner interface {
-	// DeleteExpiredExclusive is Backend.DeleteExpired done only while no
-	// other DeleteExpiredExclusive runs on the same store: when one does, it
-	// removes nothing and reports ok false. The exclusion lasts exactly as
-	// long as the call, so nothing can be left locked.
-	DeleteExpiredExclusive(ctx context.Context, c Cutoffs, limit int) (n int, ok bool, err error)
-}
 
 // DeleteExpired removes the sessions past their idle or absolute timeout,
 // in batches of at most 1,000 rows per statement, and returns how many it
@@ -35,7 +25,7 @@ func (m *Manager) DeleteExpired(ctx context.Context) (int, error) {
 }
 
 // deleteFunc has the shape of Backend.DeleteExpired.
-type deleteFunc func(ctx context.Context, c Cutoffs, limit int) (int, error)
+type deleteFunc func(ctx context.Context, c backend.Cutoffs, limit int) (int, error)
 
 // deleteExpired is DeleteExpired with the statements run by del.
 func (m *Manager) deleteExpired(ctx context.Context, del deleteFunc) (int, error) {
@@ -57,8 +47,8 @@ func (m *Manager) deleteExpired(ctx context.Context, del deleteFunc) (int, error
 // cutoffs returns the Cutoffs at now: the access and creation times before
 // which a session without a lifetime of its own has expired (zero where
 // that timeout is off).
-func (t policy) cutoffs(now time.Time) Cutoffs {
-	c := Cutoffs{Now: now}
+func (t policy) cutoffs(now time.Time) backend.Cutoffs {
+	c := backend.Cutoffs{Now: now}
 	if t.idle > 0 {
 		c.IdleBefore = now.Add(-t.idle)
 	}
@@ -72,7 +62,7 @@ func (t policy) cutoffs(now time.Time) Cutoffs {
 // interval until ctx is done, and then returns ctx's error. Each sweep logs
 // what it removed, or its failure, through Config.Logger; a failed sweep is
 // retried at the next interval. Sweeps never overlap within this Manager.
-// When the backend is an ExclusiveCleaner (PostgreSQL is), batches never
+// When the backend is a backend.ExclusiveCleaner (PostgreSQL is), batches never
 // overlap across instances either: an instance that finds another one
 // deleting skips that round, or ends its sweep there if it had begun. On
 // PostgreSQL the exclusion is a transaction-scoped advisory lock taken by
@@ -104,7 +94,7 @@ var (
 )
 
 // sweep runs one cleanup round unless another one is running here or, for
-// an ExclusiveCleaner backend, anywhere. It logs the outcome.
+// a backend.ExclusiveCleaner, anywhere. It logs the outcome.
 func (m *Manager) sweep(ctx context.Context) {
 	n, err := m.sweepOnce(ctx)
 	log := m.cfg.Logger
@@ -123,12 +113,12 @@ func (m *Manager) sweepOnce(ctx context.Context) (int, error) {
 		return 0, errSweepBusy
 	}
 	defer m.sweeping.Unlock()
-	ex, ok := m.cfg.Backend.(ExclusiveCleaner)
+	ex, ok := m.cfg.Backend.(backend.ExclusiveCleaner)
 	if !ok {
 		return m.DeleteExpired(ctx)
 	}
 	first := true
-	n, err := m.deleteExpired(ctx, func(ctx context.Context, c Cutoffs, limit int) (int, error) {
+	n, err := m.deleteExpired(ctx, func(ctx context.Context, c backend.Cutoffs, limit int) (int, error) {
 		n, ok, err := ex.DeleteExpiredExclusive(ctx, c, limit)
 		switch {
 		case err != nil:

@@ -2,58 +2,164 @@ package pgsession_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 	"github.com/pgsession/pgsession/internal/pgtest"
 	"github.com/pgsession/pgsession/pgsessiontest"
 )
 
-// seed inserts n sessions per kind into table directly: idle-expired,
-// absolutely expired, and live ones (idle 8h, absolute 30 days, at now).
-func seed(t *testing.T, table string, now time.Time, n int) {
+// recordingBackend records every DeleteExpired call it forwards.
+type recordingBackend struct {
+	backend.Backend
+	mu    sync.Mutex
+	calls []deleteCall
+}
+
+type deleteCall struct {
+	idleBefore, createdBefore time.Time
+	limit, removed            int
+}
+
+func (b *recordingBackend) DeleteExpired(ctx context.Context, c backend.Cutoffs, limit int) (int, error) {
+	n, err := b.Backend.DeleteExpired(ctx, c, limit)
+	b.mu.Lock()
+	b.calls = append(b.calls, deleteCall{c.IdleBefore, c.CreatedBefore, limit, n})
+	b.mu.Unlock()
+	return n, err
+}
+
+func (b *recordingBackend) take() []deleteCall {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.calls
+	b.calls = nil
+	return c
+}
+
+func randomID() backend.ID {
+	var id backend.ID
+	_, _ = rand.Read(id[:])
+	return id
+}
+
+// insertSessions stores n sessions created and accessed at the given times
+// and returns their IDs.
+func insertSessions(t *testing.T, b backend.Backend, n int, created, accessed time.Time) []backend.ID {
 	t.Helper()
-	db := pgtest.Open(t, "postgres")
-	_, err := db.Exec(`INSERT INTO `+table+` (key_hash, data, created_at, accessed_at)
-		SELECT sha256(convert_to(kind || i, 'UTF8')), '{"a":1}', created, accessed
-		FROM generate_series(1, $2) AS i, (VALUES
-			('idle', $1::timestamptz - interval '9 hours', $1::timestamptz - interval '8 hours 1 minute'),
-			('old',  $1::timestamptz - interval '31 days', $1::timestamptz - interval '1 minute'),
-			('live', $1::timestamptz - interval '1 day',   $1::timestamptz - interval '7 hours')
-		) AS k(kind, created, accessed)`, now, n)
+	ids := make([]backend.ID, n)
+	for i := range ids {
+		ids[i] = randomID()
+		err := b.Apply(context.Background(), backend.Action{Op: backend.OpInsert, New: ids[i],
+			Patch:   backend.Patch{Replace: true, Set: map[string]json.RawMessage{"i": json.RawMessage(`1`)}},
+			Created: created, Accessed: accessed})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ids
+}
+
+func newManager(t *testing.T, cfg pgsession.Config) *pgsession.Manager {
+	t.Helper()
+	cfg.HashKeys = [][]byte{make([]byte, 32)}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := pgsession.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m
 }
 
-func TestDeleteExpiredPostgres(t *testing.T) {
-	db := pgtest.Open(t, "postgres")
-	b, table := pgtest.NewBackend(t, "postgres")
-	env := pgsessiontest.NewEnv(t, pgsession.Config{Backend: b})
-	seed(t, table, env.Clock.Now(), 2500)
+// DeleteExpired works in statements of at most 1,000 rows and stops at the
+// first short one.
+func TestDeleteExpiredBatches(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	b := &recordingBackend{Backend: pgsession.NewMemoryBackend()}
+	m := newManager(t, pgsession.Config{Backend: b, IdleTimeout: time.Hour, AbsoluteTimeout: 24 * time.Hour,
+		TimeoutResolution: time.Minute, Now: func() time.Time { return now }})
+	live := insertSessions(t, b, 100, now.Add(-23*time.Hour), now.Add(-59*time.Minute))
 
-	n, err := env.Manager.DeleteExpired(context.Background())
-	if err != nil || n != 5000 {
-		t.Fatalf("DeleteExpired = %d, %v; want 5000", n, err)
+	for _, tc := range []struct {
+		expired int
+		batches []int
+	}{
+		{2500, []int{1000, 1000, 500}},
+		{2000, []int{1000, 1000, 0}},
+		{999, []int{999}},
+		{0, []int{0}},
+	} {
+		dead := insertSessions(t, b, tc.expired, now.Add(-2*time.Hour), now.Add(-61*time.Minute))
+		n, err := m.DeleteExpired(context.Background())
+		if err != nil || n != tc.expired {
+			t.Fatalf("%d expired: DeleteExpired = %d, %v", tc.expired, n, err)
+		}
+		var got []int
+		for _, c := range b.take() {
+			if c.limit != 1000 || !c.idleBefore.Equal(now.Add(-time.Hour)) || !c.createdBefore.Equal(now.Add(-24*time.Hour)) {
+				t.Errorf("call %+v: want limit 1000 and cutoffs now-1h, now-24h", c)
+			}
+			got = append(got, c.removed)
+		}
+		if !equalInts(got, tc.batches) {
+			t.Errorf("%d expired: batches %v, want %v", tc.expired, got, tc.batches)
+		}
+		for _, id := range dead {
+			if _, err := b.Load(context.Background(), id, pgsession.SessionID{}); !errors.Is(err, backend.ErrNotFound) {
+				t.Fatalf("expired session %s survived: %v", id, err)
+			}
+		}
 	}
-	if left := pgtest.Count(t, db, "SELECT count(*) FROM "+table); left != 2500 {
-		t.Errorf("%d rows left, want the 2500 live ones", left)
+	for _, id := range live {
+		if _, err := b.Load(context.Background(), id, pgsession.SessionID{}); err != nil {
+			t.Fatalf("live session %s: %v", id, err)
+		}
 	}
-	if live := pgtest.Count(t, db, "SELECT count(*) FROM "+table+" WHERE created_at > $1", env.Clock.Now().Add(-2*24*time.Hour)); live != 2500 {
-		t.Errorf("%d live rows left, want 2500", live)
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
 	}
-	if n, err := env.Manager.DeleteExpired(context.Background()); err != nil || n != 0 {
-		t.Errorf("second DeleteExpired = %d, %v", n, err)
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
 	}
-	// A cancelled context stops it with an error, not a panic.
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := env.Manager.DeleteExpired(ctx); !errors.Is(err, context.Canceled) {
-		t.Errorf("with a cancelled context: %v", err)
+	return true
+}
+
+// A disabled timeout is no bound; with both disabled only sessions with a
+// lifetime of their own can expire, so these survive.
+func TestDeleteExpiredDisabledTimeouts(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	b := &recordingBackend{Backend: pgsession.NewMemoryBackend()}
+	insertSessions(t, b, 3, now.Add(-1000*time.Hour), now.Add(-1000*time.Hour))
+
+	m := newManager(t, pgsession.Config{Backend: b, IdleTimeout: -1, AbsoluteTimeout: -1, Now: clock})
+	if n, err := m.DeleteExpired(context.Background()); n != 0 || err != nil {
+		t.Errorf("no timeouts: DeleteExpired = %d, %v", n, err)
+	}
+	if c := b.take(); len(c) != 1 || !c[0].idleBefore.IsZero() || !c[0].createdBefore.IsZero() {
+		t.Errorf("no timeouts: calls %+v, want one without bounds", c)
+	}
+	m = newManager(t, pgsession.Config{Backend: b, IdleTimeout: -1, AbsoluteTimeout: time.Hour, Now: clock})
+	if _, err := m.DeleteExpired(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c := b.take(); len(c) != 1 || !c[0].idleBefore.IsZero() || !c[0].createdBefore.Equal(now.Add(-time.Hour)) || c[0].removed != 3 {
+		t.Errorf("absolute timeout only: calls %+v", c)
 	}
 }
 
@@ -84,73 +190,4 @@ func TestRunCleanupStopsAndLogs(t *testing.T) {
 	if err := env.Manager.RunCleanup(context.Background(), 0); !errors.Is(err, pgsession.ErrInvalidConfig) {
 		t.Errorf("zero interval: %v", err)
 	}
-}
-
-// Of several instances sharing a table, only one deletes at a time: while
-// another instance is inside a batch (held there by a stalled DELETE), a
-// direct DeleteExpiredExclusive reports it busy having removed nothing, and
-// a RunCleanup round is skipped; once that batch ends, the lock is free.
-func TestCleanupLockAcrossInstances(t *testing.T) {
-	db := pgtest.Open(t, "postgres")
-	b, table := pgtest.NewBackend(t, "postgres")
-	other := pgsession.NewPostgresBackend(pgtest.Open(t, "postgres"), pgsession.WithTable(table)) // another "instance"
-	var logs pgtest.LogBuffer
-	env := pgsessiontest.NewEnv(t, pgsession.Config{Backend: b,
-		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	seed(t, table, env.Clock.Now(), 10)
-	cut := pgsession.Cutoffs{Now: env.Clock.Now(), IdleBefore: env.Clock.Now().Add(-8 * time.Hour), CreatedBefore: env.Clock.Now().Add(-30 * 24 * time.Hour)}
-
-	release := stallDeletes(t, db, table)
-	type result struct {
-		n   int
-		ok  bool
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		n, ok, err := other.DeleteExpiredExclusive(context.Background(), cut, 5)
-		done <- result{n, ok, err}
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for cleanupLocks(t, table) == 0 {
-		if time.Now().After(deadline) {
-			release()
-			r := <-done
-			t.Fatalf("the other instance never took the cleanup lock: %v", r.err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n, ok, err := b.DeleteExpiredExclusive(context.Background(), cut, 100); ok || n != 0 || err != nil {
-		t.Errorf("while another instance deletes: DeleteExpiredExclusive = %d, %v, %v; want 0, busy", n, ok, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	_ = env.Manager.RunCleanup(ctx, time.Hour) // one round, then the context ends
-	if n := pgtest.Count(t, db, "SELECT count(*) FROM "+table); n != 30 || !strings.Contains(logs.String(), "skipped") {
-		t.Fatalf("swept while another instance held the lock: logs %q", logs.String())
-	}
-	release()
-	r := <-done
-	if r.err != nil || !r.ok || r.n != 5 {
-		t.Fatalf("the other instance's batch: %+v, want 5 removed", r)
-	}
-	if n := cleanupLocks(t, table); n != 0 {
-		t.Errorf("%d advisory locks left after the batch", n)
-	}
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel2()
-	_ = env.Manager.RunCleanup(ctx2, time.Hour)
-	if n := pgtest.Count(t, db, "SELECT count(*) FROM "+table); n != 10 || !strings.Contains(logs.String(), "removed=15") {
-		t.Errorf("after the other batch ended: %d rows, want the 10 live ones; logs %q", n, logs.String())
-	}
-}
-
-// cleanupLocks counts the cleanup locks of table held by any server
-// session: advisory locks on the key pair (1886610285, hashtext of the
-// quoted "schema"."table").
-func cleanupLocks(t *testing.T, table string) int {
-	t.Helper()
-	table = `"` + strings.Replace(table, ".", `"."`, 1) + `"`
-	return pgtest.Count(t, pgtest.Open(t, "postgres"), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
-		AND objsubid = 2 AND classid::bigint = 1886610285 AND objid::bigint = (hashtext($1)::bigint + 4294967296) % 4294967296`, table)
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/pgsession/pgsession/backend"
 )
 
 // Defaults applied by New to zero fields of Config.
@@ -29,7 +31,7 @@ const (
 // other zero field takes the documented default.
 type Config struct {
 	// Backend stores the sessions: NewPostgresBackend or NewMemoryBackend.
-	Backend Backend
+	Backend backend.Backend
 
 	// HashKeys are the HMAC-SHA256 keys that sign cookies, each at least
 	// MinHashKeyLength bytes of secret randomness. The first signs new

@@ -13,17 +13,18 @@ import (
 	"testing"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 	"github.com/pgsession/pgsession/internal/pgtest"
 )
 
 // countingBackend counts Backend.Load calls: the database reads a request
 // costs.
 type countingBackend struct {
-	pgsession.Backend
+	backend.Backend
 	loads atomic.Int64
 }
 
-func (b *countingBackend) Load(ctx context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
+func (b *countingBackend) Load(ctx context.Context, id backend.ID, sid pgsession.SessionID) (*backend.Record, error) {
 	b.loads.Add(1)
 	return b.Backend.Load(ctx, id, sid)
 }

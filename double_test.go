@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 	"github.com/pgsession/pgsession/internal/pgtest"
 )
 
@@ -32,26 +33,26 @@ import (
 // writes, and the rows that exist (tracked from the actions, so it works for
 // any backend).
 type liveRows struct {
-	pgsession.Backend
+	backend.Backend
 
 	mu      sync.Mutex
 	loads   int
 	applies int
-	live    map[pgsession.ID]bool
+	live    map[backend.ID]bool
 }
 
-func newLiveRows(b pgsession.Backend) *liveRows {
-	return &liveRows{Backend: b, live: map[pgsession.ID]bool{}}
+func newLiveRows(b backend.Backend) *liveRows {
+	return &liveRows{Backend: b, live: map[backend.ID]bool{}}
 }
 
-func (b *liveRows) Load(ctx context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
+func (b *liveRows) Load(ctx context.Context, id backend.ID, sid pgsession.SessionID) (*backend.Record, error) {
 	b.mu.Lock()
 	b.loads++
 	b.mu.Unlock()
 	return b.Backend.Load(ctx, id, sid)
 }
 
-func (b *liveRows) Apply(ctx context.Context, a pgsession.Action) error {
+func (b *liveRows) Apply(ctx context.Context, a backend.Action) error {
 	if err := b.Backend.Apply(ctx, a); err != nil {
 		return err
 	}
@@ -59,10 +60,10 @@ func (b *liveRows) Apply(ctx context.Context, a pgsession.Action) error {
 	defer b.mu.Unlock()
 	b.applies++
 	switch a.Op {
-	case pgsession.OpInsert, pgsession.OpRotate:
+	case backend.OpInsert, backend.OpRotate:
 		delete(b.live, a.Old)
 		b.live[a.New] = true
-	case pgsession.OpDelete:
+	case backend.OpDelete:
 		delete(b.live, a.Old)
 	}
 	return nil
@@ -248,9 +249,9 @@ func runScenario(t *testing.T, prefix string, handler http.Handler, b *liveRows,
 }
 
 func TestDoubleMiddleware(t *testing.T) {
-	backends := map[string]func(t *testing.T) (pgsession.Backend, func() int){
-		"memory": func(*testing.T) (pgsession.Backend, func() int) { return pgsession.NewMemoryBackend(), nil },
-		"postgres": func(t *testing.T) (pgsession.Backend, func() int) {
+	backends := map[string]func(t *testing.T) (backend.Backend, func() int){
+		"memory": func(*testing.T) (backend.Backend, func() int) { return pgsession.NewMemoryBackend(), nil },
+		"postgres": func(t *testing.T) (backend.Backend, func() int) {
 			b, table := pgtest.NewBackend(t, "postgres")
 			db := pgtest.Open(t, "postgres")
 			return b, func() int { return pgtest.Count(t, db, "SELECT count(*) FROM "+table) }

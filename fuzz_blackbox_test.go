@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/securecookie"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // The fixed secrets of the black-box fuzz targets; the seed corpus in
@@ -53,12 +54,12 @@ type countingMemory struct {
 	loads, applies atomic.Int64
 }
 
-func (b *countingMemory) Load(ctx context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
+func (b *countingMemory) Load(ctx context.Context, id backend.ID, sid pgsession.SessionID) (*backend.Record, error) {
 	b.loads.Add(1)
 	return b.MemoryBackend.Load(ctx, id, sid)
 }
 
-func (b *countingMemory) Apply(ctx context.Context, a pgsession.Action) error {
+func (b *countingMemory) Apply(ctx context.Context, a backend.Action) error {
 	b.applies.Add(1)
 	return b.MemoryBackend.Apply(ctx, a)
 }
@@ -91,8 +92,8 @@ func FuzzCookieHeader(f *testing.F) {
 	f.Add(strings.Repeat(name+"=x;", 20), "Bearer")
 
 	b := &countingMemory{MemoryBackend: pgsession.NewMemoryBackend()}
-	err = b.Apply(context.Background(), pgsession.Action{Op: pgsession.OpInsert, New: sha256.Sum256(fuzzSessionKey), SessionID: fuzzSessionID,
-		Patch:   pgsession.Patch{Replace: true, Set: map[string]json.RawMessage{"user": json.RawMessage(`"ada"`)}},
+	err = b.Apply(context.Background(), backend.Action{Op: backend.OpInsert, New: sha256.Sum256(fuzzSessionKey), SessionID: fuzzSessionID,
+		Patch:   backend.Patch{Replace: true, Set: map[string]json.RawMessage{"user": json.RawMessage(`"ada"`)}},
 		Created: fuzzNow, Accessed: fuzzNow})
 	if err != nil {
 		f.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/gorilla/securecookie"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // FuzzRequestSequence decodes its input into a sequence of up to
@@ -406,7 +407,7 @@ func (r *seqRig) checkRows() {
 		if err != nil {
 			r.fatalf("ListByPrincipal(%q): %v", user, err)
 		}
-		var want []pgsession.ID
+		var want []backend.ID
 		for k, row := range r.rows {
 			if row.user == user {
 				want = append(want, sha256.Sum256([]byte(k)))

@@ -2,27 +2,17 @@ package pgsession
 
 import (
 	"context"
-	"time"
+
+	"github.com/pgsession/pgsession/backend"
 )
 
 // Lifetime is a session's own expiry, chosen per session with SetLifetime:
 // "remember me" at login, a shorter lifetime for an administrator, a longer
 // one for a mobile app's token. It is stored with the session, so the server
-// enforces it, and a key rotation keeps it.
-type Lifetime struct {
-	// IdleTimeout ends the session this long after its last access. Zero
-	// means Config.IdleTimeout; negative, no idle timeout.
-	IdleTimeout time.Duration
-	// AbsoluteTimeout ends the session this long after it was created (or
-	// its key last rotated). Zero means Config.AbsoluteTimeout; negative,
-	// none.
-	AbsoluteTimeout time.Duration
-	// Persistent gives the cookie Expires and Max-Age, so it survives a
-	// browser restart ("remember me"), even with CookieConfig.SessionOnly;
-	// false makes it a browser-session cookie. The server's timeouts apply
-	// either way.
-	Persistent bool
-}
+// enforces it, and a key rotation keeps it. Its fields: IdleTimeout and
+// AbsoluteTimeout (zero means Config's, negative none) and Persistent (the
+// cookie survives a browser restart, even with CookieConfig.SessionOnly).
+type Lifetime = backend.Lifetime
 
 // SetLifetime gives the session of the request whose context is ctx its own
 // lifetime l, from this request on: the timeouts it names replace Config's

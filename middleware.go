@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgsession/pgsession/backend"
 )
 
 // Manager loads and saves sessions around HTTP handlers. Create it with New;
@@ -155,11 +157,11 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 			"path", path, "max", maxCookieKeys)
 		return nil
 	}
-	var live *Record
+	var live *backend.Record
 	for _, key := range keys {
 		rec, err := m.cfg.Backend.Load(ctx, idOf(key.key), key.sid)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, backend.ErrNotFound):
 			m.stats.misses.Add(1)
 			continue
 		case err != nil:
@@ -249,22 +251,22 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	}
 	d := m.p.decide(s.loaded, c, s.now)
 	key, sid, signed := s.key, s.sid, s.signed
-	if d.action.Op == OpInsert || d.action.Op == OpRotate {
+	if d.action.Op == backend.OpInsert || d.action.Op == backend.OpRotate {
 		key, signed = s.chooseNewKey(), ""
 		d.action.New = idOf(key)
 		if m.cfg.Device != nil && s.req != nil {
-			dev := m.cfg.Device(s.req).clean()
+			dev := cleanDevice(m.cfg.Device(s.req))
 			d.action.Device = &dev
 		}
 	}
-	if d.action.Op == OpInsert {
+	if d.action.Op == backend.OpInsert {
 		s.mu.Lock()
 		d.action.SessionID = s.sessionIDLocked()
 		s.mu.Unlock()
 		sid = d.action.SessionID
 	}
 	switch err := m.apply(ctx, d.action); {
-	case errors.Is(err, ErrGone):
+	case errors.Is(err, backend.ErrGone):
 		// A concurrent logout or rotation deleted this session: its key
 		// stays dead, and that other response decides the cookie.
 		m.stats.gone.Add(1)
@@ -272,7 +274,7 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 		return nil
 	case err != nil:
 		return fmt.Errorf("pgsession: save session (%s): %w", d.action.Op, err)
-	case d.action.Op == OpNone && s.key != nil && !c.freeze:
+	case d.action.Op == backend.OpNone && s.key != nil && !c.freeze:
 		m.stats.skipped.Add(1)
 	}
 	if !c.freeze {
@@ -294,8 +296,8 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 }
 
 // apply executes a through the backend, counting what it did.
-func (m *Manager) apply(ctx context.Context, a Action) error {
-	if a.Op == OpNone {
+func (m *Manager) apply(ctx context.Context, a backend.Action) error {
+	if a.Op == backend.OpNone {
 		return nil
 	}
 	if err := m.cfg.Backend.Apply(ctx, a); err != nil {

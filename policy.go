@@ -6,6 +6,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/pgsession/pgsession/backend"
 )
 
 // This file is the whole session policy: timeouts, timeout resolution,
@@ -25,7 +27,7 @@ type policy struct {
 
 // change is what a request did to its session, as seen when it is saved.
 type change struct {
-	patch  Patch
+	patch  backend.Patch
 	data   map[string]json.RawMessage // the data as the request leaves it
 	rotate bool                       // RotateKey was called
 	freeze bool                       // FreezeSession was called
@@ -45,7 +47,7 @@ const (
 
 // decision is the outcome of the policy for one request.
 type decision struct {
-	action  Action
+	action  backend.Action
 	cookie  cookieOp
 	expires time.Time // cookie expiry for cookieSet; zero means a browser-session cookie
 }
@@ -74,7 +76,7 @@ func (t policy) timeouts(own *Lifetime) (idle, absolute time.Duration) {
 }
 
 // expired reports whether rec is past its idle or absolute timeout at now.
-func (t policy) expired(rec *Record, now time.Time) bool {
+func (t policy) expired(rec *backend.Record, now time.Time) bool {
 	idle, absolute := t.timeouts(rec.Lifetime)
 	return (idle > 0 && now.Sub(rec.Accessed) >= idle) ||
 		(absolute > 0 && now.Sub(rec.Created) >= absolute)
@@ -119,7 +121,7 @@ func (t policy) cookieExpires(own *Lifetime, created, accessed time.Time) time.T
 // the request had no valid session) and made the change c, at time now.
 // The New ID of an insert or rotation is left zero; the caller fills it with a
 // fresh random key, so decide stays pure.
-func (t policy) decide(loaded *Record, c change, now time.Time) decision {
+func (t policy) decide(loaded *backend.Record, c change, now time.Time) decision {
 	if c.freeze {
 		return decision{}
 	}
@@ -127,7 +129,7 @@ func (t policy) decide(loaded *Record, c change, now time.Time) decision {
 		// An expired session is treated as absent; its row is removed on sight
 		// so that no later change of configuration can revive it.
 		if len(c.data) == 0 {
-			return decision{action: Action{Op: OpDelete, Old: loaded.ID, OldSessionID: loaded.SessionID}, cookie: cookieExpire}
+			return decision{action: backend.Action{Op: backend.OpDelete, Old: loaded.ID, OldSessionID: loaded.SessionID}, cookie: cookieExpire}
 		}
 		return t.create(loaded, c, now)
 	}
@@ -144,9 +146,9 @@ func (t policy) decide(loaded *Record, c change, now time.Time) decision {
 	}
 	switch {
 	case len(c.data) == 0:
-		return decision{action: Action{Op: OpDelete, Old: old, OldSessionID: sid}, cookie: cookieExpire}
+		return decision{action: backend.Action{Op: backend.OpDelete, Old: old, OldSessionID: sid}, cookie: cookieExpire}
 	case c.rotate || t.rotationTriggered(loaded.Data, c.data):
-		a := Action{Op: OpRotate, Old: old, OldSessionID: sid, Patch: c.patch, Created: now, Accessed: now,
+		a := backend.Action{Op: backend.OpRotate, Old: old, OldSessionID: sid, Patch: c.patch, Created: now, Accessed: now,
 			Lifetime: c.lifetime, Expires: t.ownExpires(own, now, now)}
 		t.setPrincipal(&a, c, false)
 		return decision{action: a, cookie: cookieSet, expires: t.cookieExpires(own, now, now)}
@@ -156,7 +158,7 @@ func (t policy) decide(loaded *Record, c change, now time.Time) decision {
 	// A data change within the resolution leaves the access time alone too:
 	// with no indexed column changed, PostgreSQL can update the row in place
 	// (a HOT update) instead of adding to every index.
-	a := Action{Op: OpUpdate, Old: old, OldSessionID: sid, Patch: c.patch, Lifetime: c.lifetime}
+	a := backend.Action{Op: backend.OpUpdate, Old: old, OldSessionID: sid, Patch: c.patch, Lifetime: c.lifetime}
 	accessed := loaded.Accessed
 	if t.touchDue(loaded, now) {
 		a.Accessed, accessed = now, now
@@ -169,8 +171,8 @@ func (t policy) decide(loaded *Record, c change, now time.Time) decision {
 // create stores a brand-new session holding the request's data, replacing
 // the dead row (if not nil). It has a lifetime of its own only if the
 // request set one.
-func (t policy) create(dead *Record, c change, now time.Time) decision {
-	a := Action{Op: OpInsert, Patch: Patch{Replace: true, Set: c.data}, Created: now, Accessed: now,
+func (t policy) create(dead *backend.Record, c change, now time.Time) decision {
+	a := backend.Action{Op: backend.OpInsert, Patch: backend.Patch{Replace: true, Set: c.data}, Created: now, Accessed: now,
 		Lifetime: c.lifetime, Expires: t.ownExpires(c.lifetime, now, now)}
 	if dead != nil {
 		a.Old, a.OldSessionID = dead.ID, dead.SessionID
@@ -181,11 +183,11 @@ func (t policy) create(dead *Record, c change, now time.Time) decision {
 
 // setPrincipal fills the principal column's new value when the request set
 // it (always for a new row).
-func (t policy) setPrincipal(a *Action, c change, always bool) {
+func (t policy) setPrincipal(a *backend.Action, c change, always bool) {
 	if t.principalKey == "" {
 		return
 	}
-	if always || c.patch.touches(t.principalKey) {
+	if always || touches(c.patch, t.principalKey) {
 		a.SetPrincipal = true
 		a.Principal = principalText(c.data[t.principalKey])
 	}
@@ -223,11 +225,24 @@ func principalText(v json.RawMessage) string {
 // moved forward: only when idle expiry is on and the stored time is at least
 // the timeout resolution old. A session whose own idle timeout is short
 // gets a resolution of at most an eighth of it.
-func (t policy) touchDue(rec *Record, now time.Time) bool {
+func (t policy) touchDue(rec *backend.Record, now time.Time) bool {
 	idle, _ := t.timeouts(rec.Lifetime)
 	res := t.resolution
 	if rec.Lifetime != nil && res > idle/8 {
 		res = idle / 8
 	}
 	return idle > 0 && (res <= 0 || now.Sub(rec.Accessed) >= res)
+}
+
+// touches reports whether the patch p may change key.
+func touches(p backend.Patch, key string) bool {
+	if _, ok := p.Set[key]; ok || p.Replace {
+		return true
+	}
+	for _, k := range p.Delete {
+		if k == key {
+			return true
+		}
+	}
+	return false
 }

@@ -2,26 +2,43 @@ package pgsession
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/pgsession/pgsession/backend"
 )
 
-// PrincipalBackend is implemented by backends that index sessions by
-// principal (see Config.PrincipalKey). Both built-in backends do.
-type PrincipalBackend interface {
-	// DeleteByPrincipal removes sessions of principal and returns how many
-	// it removed: every one, or with a non-zero only just the session named
-	// only, or with a non-zero except every one but that. A session whose
-	// key is rotated at the same time is matched by its SessionID, which the
-	// rotation keeps, so it cannot escape the deletion.
-	DeleteByPrincipal(ctx context.Context, principal string, only, except SessionID) (int, error)
-	// ListByPrincipal returns the sessions of principal, most recently
-	// accessed first, expired or not, with every Record field but Data.
-	ListByPrincipal(ctx context.Context, principal string) ([]Record, error)
+// SessionID names a session for its whole life: unlike its key, it stays
+// the same when the key rotates, so a device list can show it and
+// DeleteSession can take it while the session keeps being used. It is not a
+// secret and cannot load or act as the session. Its String method returns
+// it in hexadecimal, the form ParseSessionID parses.
+type SessionID = backend.SessionID
+
+// ParseSessionID parses the hexadecimal form that SessionID.String returns,
+// for example from a "sign out this device" form.
+func ParseSessionID(s string) (SessionID, error) {
+	var id SessionID
+	if len(s) != 2*len(id) {
+		return id, fmt.Errorf("%w: session ID %q is not %d hexadecimal digits", ErrInvalidValue, s, 2*len(id))
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("%w: session ID %q: %w", ErrInvalidValue, s, err)
+	}
+	return id, nil
+}
+
+// newSessionID returns a random session ID.
+func newSessionID() SessionID {
+	var id SessionID
+	_, _ = rand.Read(id[:]) // never fails (Go 1.24+)
+	return id
 }
 
 // ErrNoPrincipal is returned by DeleteByPrincipal, DeleteSession,
@@ -30,24 +47,19 @@ type PrincipalBackend interface {
 // DeleteOtherSessions when the request's session has no principal.
 var ErrNoPrincipal = errors.New("pgsession: sessions have no principal (set Config.PrincipalKey and use a PrincipalBackend)")
 
-// Device describes the client of a session, as Config.Device reported it
-// when the session was created or its key last rotated, so that a user can
-// recognise their sessions on a "your devices" page. It is personal data:
-// record it only to show it, and say so in your privacy notice.
-type Device struct {
-	// UserAgent is the client's User-Agent header.
-	UserAgent string
-	// Addr is the client's address as the application determines it: only
-	// the application knows which proxies in front of it to trust.
-	Addr string
-}
+// Device describes the client of a session (its User-Agent header and its
+// address, as Config.Device reports them) when the session was created or
+// its key last rotated, so that a user can recognise their sessions on a
+// "your devices" page. It is personal data: record it only to show it, and
+// say so in your privacy notice.
+type Device = backend.Device
 
 // maxDeviceField bounds each Device field as stored, in bytes.
 const maxDeviceField = 256
 
-// clean returns d as stored: valid UTF-8 without NUL, each field at most
-// maxDeviceField bytes.
-func (d Device) clean() Device {
+// cleanDevice returns d as stored: valid UTF-8 without NUL, each field at
+// most maxDeviceField bytes.
+func cleanDevice(d Device) Device {
 	f := func(s string) string {
 		s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
 		for len(s) > maxDeviceField {
@@ -177,8 +189,8 @@ func (m *Manager) ListByPrincipal(ctx context.Context, principal any) ([]Session
 
 // principal returns the backend and the stored form of principal (a value
 // as stored under PrincipalKey, or its stored form already).
-func (m *Manager) principal(principal any) (PrincipalBackend, string, error) {
-	pb, ok := m.cfg.Backend.(PrincipalBackend)
+func (m *Manager) principal(principal any) (backend.PrincipalBackend, string, error) {
+	pb, ok := m.cfg.Backend.(backend.PrincipalBackend)
 	if !ok || m.p.principalKey == "" {
 		return nil, "", ErrNoPrincipal
 	}

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pgsession/pgsession/backend"
+	"github.com/pgsession/pgsession/internal/sessiondata"
 )
 
 var (
@@ -53,11 +55,11 @@ type Session struct {
 	m   *Manager
 	now time.Time // the request's clock reading, used for load and save
 
-	loaded *Record  // the row loaded (possibly expired), or nil
-	bearer bool     // the key came in an Authorization header, not a cookie
-	hook   bool     // the middleware saves it when the response starts (else Manager.Save does)
-	token  string   // the signed token Manager.Load was given, when it named a live session
-	outer  *Session // the session the context carried before this one was added, or nil
+	loaded *backend.Record // the row loaded (possibly expired), or nil
+	bearer bool            // the key came in an Authorization header, not a cookie
+	hook   bool            // the middleware saves it when the response starts (else Manager.Save does)
+	token  string          // the signed token Manager.Load was given, when it named a live session
+	outer  *Session        // the session the context carried before this one was added, or nil
 
 	mu      sync.Mutex
 	key     []byte                     // the key of the stored row, nil if none
@@ -140,7 +142,7 @@ func (s *Session) Set(key string, value any) error {
 		return err
 	}
 	old, had := s.data[key]
-	if had && jsonEqual(old, raw) {
+	if had && sessiondata.JSONEqual(old, raw) {
 		return nil
 	}
 	size := s.size + entrySize(key, raw)
@@ -365,45 +367,3 @@ func hasNUL(raw []byte) bool {
 
 // entrySize approximates the bytes key and value add to a JSON object.
 func entrySize(key string, value json.RawMessage) int { return len(key) + len(value) + 4 }
-
-// jsonEqual reports whether a and b encode the same JSON value. Stored values
-// come back from PostgreSQL's jsonb reformatted, so equal values may differ in
-// bytes.
-func jsonEqual(a, b json.RawMessage) bool {
-	if bytes.Equal(a, b) {
-		return true
-	}
-	if plainScalar(a) && plainScalar(b) {
-		// A number (compared as its literal text), true, false, null or a
-		// string without escapes: equal only as the same bytes.
-		return false
-	}
-	x, errA := decodeNumbers(a)
-	y, errB := decodeNumbers(b)
-	return errA == nil && errB == nil && reflect.DeepEqual(x, y)
-}
-
-// plainScalar reports whether raw is not an object or array, has no
-// surrounding space, and holds no escape and only valid UTF-8 (as Marshal
-// writes a number, string or literal, and decodeData slices one): then its
-// decoded value is told by its bytes alone.
-func plainScalar(raw json.RawMessage) bool {
-	if len(raw) == 0 {
-		return false
-	}
-	first, last := raw[0], raw[len(raw)-1]
-	return first != '{' && first != '[' && !isSpace(first) && !isSpace(last) &&
-		bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw)
-}
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-// decodeNumbers decodes raw keeping numbers as their literal text, so that
-// values which differ only beyond float64 precision are not taken as equal.
-func decodeNumbers(raw json.RawMessage) (any, error) {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	var v any
-	err := d.Decode(&v)
-	return v, err
-}

@@ -1,6 +1,10 @@
 package pgsession
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/pgsession/pgsession/backend"
+)
 
 // Stats are a Manager's cumulative counters since New. Reading them is
 // cheap (atomic loads), so they can be exported to monitoring on every
@@ -40,15 +44,15 @@ type counters struct {
 	loads, misses, inserts, updates, rotations, deletes, skipped, gone, errors, ambiguous atomic.Uint64
 }
 
-func (c *counters) count(op Op) {
+func (c *counters) count(op backend.Op) {
 	switch op {
-	case OpInsert:
+	case backend.OpInsert:
 		c.inserts.Add(1)
-	case OpUpdate:
+	case backend.OpUpdate:
 		c.updates.Add(1)
-	case OpRotate:
+	case backend.OpRotate:
 		c.rotations.Add(1)
-	case OpDelete:
+	case backend.OpDelete:
 		c.deletes.Add(1)
 	}
 }

@@ -2,7 +2,10 @@ package pgsession
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+
+	"github.com/pgsession/pgsession/backend"
 )
 
 // ErrEmptySession is returned by Token when the session holds no data, so
@@ -64,3 +67,7 @@ func (s *Session) setKey(key []byte, sid SessionID) {
 	defer s.mu.Unlock()
 	s.key, s.sid = key, sid
 }
+
+// idOf returns the ID under which the session with the given key is stored:
+// the SHA-256 hash of the key.
+func idOf(key []byte) backend.ID { return sha256.Sum256(key) }

@@ -20,6 +20,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/jmoiron/sqlx"
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // impl is one implementation of the benchmark app, as its server process
@@ -138,7 +139,7 @@ func newPgsession(opts ...pgsession.PostgresOption) func(context.Context, env) (
 // secret on loopback.
 var benchKey = []byte("pgsession bench key, 32 bytes...")
 
-func newManager(b pgsession.Backend) (*pgsession.Manager, error) {
+func newManager(b backend.Backend) (*pgsession.Manager, error) {
 	return pgsession.New(pgsession.Config{Backend: b, HashKeys: [][]byte{benchKey},
 		Cookie: pgsession.CookieConfig{Insecure: true}}) // plain HTTP on loopback
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // The Go side of a read request, without network or database: the app's
@@ -22,17 +23,17 @@ import (
 //
 // fixed is a Backend that returns the same record for every ID, as a
 // database would return one row: the cost of the library alone.
-type fixed struct{ rec pgsession.Record }
+type fixed struct{ rec backend.Record }
 
-func (f *fixed) Load(_ context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
+func (f *fixed) Load(_ context.Context, id backend.ID, sid pgsession.SessionID) (*backend.Record, error) {
 	rec := f.rec
 	rec.ID, rec.SessionID, rec.Data = id, sid, maps.Clone(f.rec.Data)
 	return &rec, nil
 }
 
-func (f *fixed) Apply(context.Context, pgsession.Action) error { return nil }
+func (f *fixed) Apply(context.Context, backend.Action) error { return nil }
 
-func (f *fixed) DeleteExpired(context.Context, pgsession.Cutoffs, int) (int, error) {
+func (f *fixed) DeleteExpired(context.Context, backend.Cutoffs, int) (int, error) {
 	return 0, nil
 }
 
@@ -62,7 +63,7 @@ func benchRoute(b *testing.B, h http.Handler, path, cookie, want string) {
 
 // pgsessionRead returns the pgsession app on backend and the cookie of a
 // session holding n=1, created through the app.
-func pgsessionRead(b *testing.B, backend pgsession.Backend) (http.Handler, string) {
+func pgsessionRead(b *testing.B, backend backend.Backend) (http.Handler, string) {
 	m, err := newManager(backend)
 	if err != nil {
 		b.Fatal(err)
@@ -86,7 +87,7 @@ func BenchmarkReadPgsessionMemory(b *testing.B) {
 
 func BenchmarkReadPgsessionFixed(b *testing.B) {
 	now := time.Now()
-	h, cookie := pgsessionRead(b, &fixed{pgsession.Record{Data: map[string]json.RawMessage{"n": json.RawMessage("1")}, Created: now, Accessed: now}})
+	h, cookie := pgsessionRead(b, &fixed{backend.Record{Data: map[string]json.RawMessage{"n": json.RawMessage("1")}, Created: now, Accessed: now}})
 	benchRead(b, h, cookie, "1")
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 	"github.com/pgsession/pgsession/ginsession"
 	"github.com/pgsession/pgsession/internal/frameworktest"
 )
@@ -332,14 +333,14 @@ type failing struct {
 
 var errDown = errors.New("backend down")
 
-func (b *failing) Load(ctx context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
+func (b *failing) Load(ctx context.Context, id backend.ID, sid pgsession.SessionID) (*backend.Record, error) {
 	if b.load.Load() {
 		return nil, errDown
 	}
 	return b.MemoryBackend.Load(ctx, id, sid)
 }
 
-func (b *failing) Apply(ctx context.Context, a pgsession.Action) error {
+func (b *failing) Apply(ctx context.Context, a backend.Action) error {
 	if b.apply.Load() {
 		return errDown
 	}

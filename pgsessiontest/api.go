@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // testAPI checks the session API beyond Get and Set: flash messages (Pop),
 // Keys and Has, sessions loaded and saved outside the middleware (Load and
 // Save), and several Managers serving one request.
-func testAPI(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
+func testAPI(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 	setup := parallelHarness(newBackend)
 
 	t.Run("Pop: a flash is shown once, after a redirect", func(t *testing.T) {
@@ -54,7 +55,7 @@ func testAPI(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
 		if string(r.result.Pop["flash"]) != `"welcome"` || r.setCookie == nil || r.setCookie.MaxAge >= 0 {
 			t.Fatalf("pop: %v, cookie %v; want the value and an expired cookie", r.result.Pop, r.setCookie)
 		}
-		if _, err := h.stored(old); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(old); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("emptied session still stored: %v", err)
 		}
 	})
@@ -102,7 +103,7 @@ func testAPI(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
 		if err != nil || tok == "" || bytes.Equal(h.key(tok), h.key(old)) {
 			t.Fatalf("Save = %q, %v; want a new token", tok, err)
 		}
-		if _, err := h.stored(old); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(old); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("the old token's row survived the rotation: %v", err)
 		}
 		if r := h.request(h.cookieName+"="+old, "get:user"); len(r.result.Get) != 0 {
@@ -194,7 +195,7 @@ func testAPI(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
 		if got, err := h.m.Save(job); got != "" || err != nil {
 			t.Errorf("expired: Save = %q, %v", got, err)
 		}
-		if _, err := h.stored(tok); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(tok); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("expired row still stored: %v", err)
 		}
 		// Emptied: deleted, token "".
@@ -209,7 +210,7 @@ func testAPI(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
 		if got, err := h.m.Save(job); got != "" || err != nil {
 			t.Errorf("emptied: Save = %q, %v", got, err)
 		}
-		if _, err := h.stored(tok); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(tok); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("emptied row still stored: %v", err)
 		}
 	})
@@ -256,7 +257,7 @@ func testAPI(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
 		if got, err := h.m.Save(job); got != "" || err != nil {
 			t.Errorf("Save after a concurrent logout: %q, %v", got, err)
 		}
-		if _, err := h.stored(tok); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(tok); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("logged-out session revived: %v", err)
 		}
 	})

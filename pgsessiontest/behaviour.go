@@ -9,10 +9,11 @@ import (
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // testBehaviour checks the middleware's documented behaviour over real HTTP.
-func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
+func testBehaviour(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 	setup := parallelHarness(newBackend)
 
 	// 1. Load.
@@ -60,7 +61,7 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		if bytes.Equal(h.key(r.setCookie.Value), planted) {
 			t.Fatal("the client-chosen key was adopted")
 		}
-		if _, err := h.stored(signKey(t, h.cookieName, planted, h.hashKey)); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(signKey(t, h.cookieName, planted, h.hashKey)); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("planted key has a row: %v", err)
 		}
 	})
@@ -105,7 +106,7 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		if len(r.result.Get) != 0 || r.setCookie == nil || r.setCookie.MaxAge >= 0 {
 			t.Fatalf("after the timeout: get %v, cookie %v; want nothing and an expired cookie", r.result.Get, r.setCookie)
 		}
-		if _, err := h.stored(old); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(old); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("expired row still stored: %v", err)
 		}
 		// The dead key stays dead: a write with it starts a new session.
@@ -161,7 +162,7 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		if r.status != 200 || r.setCookie != nil {
 			t.Errorf("racer: status %d, cookie %v; want 200 and no cookie", r.status, r.setCookie)
 		}
-		if _, err := h.stored(stale); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(stale); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("logged-out key resurrected: %v", err)
 		}
 		if r := h.request(h.cookieName+"="+stale, "get:user", "get:cart"); len(r.result.Get) != 0 {
@@ -179,7 +180,7 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		if r := racer(); r.status != 200 || r.setCookie != nil {
 			t.Errorf("racer: status %d, cookie %v", r.status, r.setCookie)
 		}
-		if _, err := h.stored(stale); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(stale); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("rotated-away key resurrected: %v", err)
 		}
 		if r := c.do("get:user", "get:cart"); string(r.result.Get["user"]) != `"ada"` || string(r.result.Get["cart"]) != `[]` {
@@ -203,7 +204,7 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		if r.setCookie == nil || r.setCookie.MaxAge >= 0 || r.setCookie.Value != "" {
 			t.Fatalf("clear: cookie %v, want expired", r.setCookie)
 		}
-		if _, err := h.stored(key); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(key); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("cleared session still stored: %v", err)
 		}
 	})
@@ -455,7 +456,7 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) pgsession.Backend
 		if r.setCookie == nil || r.setCookie.MaxAge >= 0 {
 			t.Errorf("cookie %v, want expired", r.setCookie)
 		}
-		if _, err := h.stored(old); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(old); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("old row: %v", err)
 		}
 	})

@@ -1,6 +1,6 @@
 // Package pgsessiontest helps test code that uses pgsession: a controllable
 // clock, an HTTP harness for handlers, and the backend conformance suite
-// (TestBackend) that every pgsession.Backend must pass.
+// (TestBackend) that every backend.Backend must pass.
 package pgsessiontest
 
 import (

@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // testLifetimesAndDevices checks per-session lifetimes (SetLifetime) and the
 // device list with its sign-out calls.
-func testLifetimesAndDevices(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
+func testLifetimesAndDevices(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 	setup := parallelHarness(newBackend)
 	ctx := context.Background()
 
@@ -40,7 +41,7 @@ func testLifetimesAndDevices(t *testing.T, newBackend func(t *testing.T) pgsessi
 		if n, err := h.m.DeleteExpired(ctx); err != nil || n != 1 {
 			t.Errorf("DeleteExpired = %d, %v; want 1 (the session following Config)", n, err)
 		}
-		if _, err := h.stored(plain.cookie); !errors.Is(err, pgsession.ErrNotFound) {
+		if _, err := h.stored(plain.cookie); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("the plain session's row: %v, want ErrNotFound", err)
 		}
 		r = remembered.do("get:user", "rotate")
@@ -74,8 +75,8 @@ func testLifetimesAndDevices(t *testing.T, newBackend func(t *testing.T) pgsessi
 			c.PrincipalKey = "user_id"
 			c.Device = pgsession.DeviceFromRequest(func(r *http.Request) string { return r.RemoteAddr })
 		})
-		if _, ok := h.backend.Backend.(pgsession.PrincipalBackend); !ok {
-			t.Skip("backend does not implement pgsession.PrincipalBackend")
+		if _, ok := h.backend.Backend.(backend.PrincipalBackend); !ok {
+			t.Skip("backend does not implement backend.PrincipalBackend")
 		}
 		phone, laptop, tablet, other := h.client(), h.client(), h.client(), h.client()
 		for _, c := range []*client{phone, laptop, tablet} {
@@ -142,8 +143,8 @@ func testLifetimesAndDevices(t *testing.T, newBackend func(t *testing.T) pgsessi
 
 	t.Run("signing out one device or the others beats concurrent rotations", func(t *testing.T) {
 		h := setup(t, func(c *pgsession.Config) { c.PrincipalKey = "user_id" })
-		if _, ok := h.backend.Backend.(pgsession.PrincipalBackend); !ok {
-			t.Skip("backend does not implement pgsession.PrincipalBackend")
+		if _, ok := h.backend.Backend.(backend.PrincipalBackend); !ok {
+			t.Skip("backend does not implement backend.PrincipalBackend")
 		}
 		for round := range 10 {
 			keeper, victim := h.client(), h.client()

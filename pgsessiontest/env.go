@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/securecookie"
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // Env is a pgsession.Manager set up for handler tests: a manual clock, a
@@ -24,7 +25,7 @@ type Env struct {
 	Manager *pgsession.Manager
 	// Backend stores the Manager's sessions: the Config's, or a
 	// MemoryBackend. Login writes to it and Saved reads from it.
-	Backend pgsession.Backend
+	Backend backend.Backend
 	// Clock is the Manager's clock; Advance it to make sessions idle or
 	// expire.
 	Clock *Clock
@@ -81,8 +82,8 @@ func (e *Env) Login(t testing.TB, values map[string]any) *http.Cookie {
 	}
 	key, sid := randomBytes(32), pgsession.SessionID(randomBytes(16))
 	now := e.Clock.Now().Truncate(time.Microsecond)
-	err := e.Backend.Apply(context.Background(), pgsession.Action{Op: pgsession.OpInsert, New: sha256.Sum256(key), SessionID: sid,
-		Patch: pgsession.Patch{Replace: true, Set: set}, Created: now, Accessed: now})
+	err := e.Backend.Apply(context.Background(), backend.Action{Op: backend.OpInsert, New: sha256.Sum256(key), SessionID: sid,
+		Patch: backend.Patch{Replace: true, Set: set}, Created: now, Accessed: now})
 	if err != nil {
 		t.Fatalf("pgsessiontest: store session: %v", err)
 	}
@@ -123,7 +124,7 @@ func (e *Env) Saved(t testing.TB, req *http.Request, resp *http.Response) map[st
 		return nil
 	}
 	rec, err := e.Backend.Load(context.Background(), sha256.Sum256(key), sid)
-	if errors.Is(err, pgsession.ErrNotFound) {
+	if errors.Is(err, backend.ErrNotFound) {
 		return nil
 	}
 	if err != nil {

@@ -12,11 +12,12 @@ import (
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // testExtras checks the features beyond the core: bearer tokens, principals
 // ("log out everywhere"), rotation triggers and the indicator cookie.
-func testExtras(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
+func testExtras(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 	setup := parallelHarness(newBackend)
 
 	t.Run("tokens of the old form (key alone) keep working and move to the new form at the next write", func(t *testing.T) {
@@ -129,11 +130,11 @@ func testExtras(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
 	t.Run("principal: automatic rotation, list and log out everywhere", func(t *testing.T) {
 		h := setup(t, func(c *pgsession.Config) { c.PrincipalKey = "user_id" })
 		ctx := context.Background()
-		if _, ok := h.backend.Backend.(pgsession.PrincipalBackend); !ok {
+		if _, ok := h.backend.Backend.(backend.PrincipalBackend); !ok {
 			if _, err := h.m.ListByPrincipal(ctx, 42); !errors.Is(err, pgsession.ErrNoPrincipal) {
 				t.Fatalf("ListByPrincipal on a backend without principals: %v", err)
 			}
-			t.Skip("backend does not implement pgsession.PrincipalBackend")
+			t.Skip("backend does not implement backend.PrincipalBackend")
 		}
 		phone, laptop, other := h.client(), h.client(), h.client()
 		phone.do("set:cart:[1]")
@@ -181,8 +182,8 @@ func testExtras(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
 
 	t.Run("log out everywhere beats concurrent rotations", func(t *testing.T) {
 		h := setup(t, func(c *pgsession.Config) { c.PrincipalKey = "user_id" })
-		if _, ok := h.backend.Backend.(pgsession.PrincipalBackend); !ok {
-			t.Skip("backend does not implement pgsession.PrincipalBackend")
+		if _, ok := h.backend.Backend.(backend.PrincipalBackend); !ok {
+			t.Skip("backend does not implement backend.PrincipalBackend")
 		}
 		ctx := context.Background()
 		// One client rotating in a loop, following each new cookie, while

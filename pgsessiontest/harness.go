@@ -18,11 +18,12 @@ import (
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // countingBackend wraps a Backend, counting calls and injecting failures.
 type countingBackend struct {
-	pgsession.Backend
+	backend.Backend
 	loads     atomic.Int64
 	applies   atomic.Int64
 	failLoad  atomic.Bool
@@ -32,7 +33,7 @@ type countingBackend struct {
 var errInjected = errors.New("pgsessiontest: injected backend failure")
 
 // Load counts the call and fails it while failLoad is set.
-func (b *countingBackend) Load(ctx context.Context, id pgsession.ID, sid pgsession.SessionID) (*pgsession.Record, error) {
+func (b *countingBackend) Load(ctx context.Context, id backend.ID, sid pgsession.SessionID) (*backend.Record, error) {
 	b.loads.Add(1)
 	if b.failLoad.Load() {
 		return nil, errInjected
@@ -41,7 +42,7 @@ func (b *countingBackend) Load(ctx context.Context, id pgsession.ID, sid pgsessi
 }
 
 // Apply counts the call and fails it while failApply is set.
-func (b *countingBackend) Apply(ctx context.Context, a pgsession.Action) error {
+func (b *countingBackend) Apply(ctx context.Context, a backend.Action) error {
 	b.applies.Add(1)
 	if b.failApply.Load() {
 		return errInjected
@@ -51,15 +52,15 @@ func (b *countingBackend) Apply(ctx context.Context, a pgsession.Action) error {
 
 // DeleteByPrincipal forwards to the wrapped backend, if it has principals.
 func (b *countingBackend) DeleteByPrincipal(ctx context.Context, p string, only, except pgsession.SessionID) (int, error) {
-	if pb, ok := b.Backend.(pgsession.PrincipalBackend); ok {
+	if pb, ok := b.Backend.(backend.PrincipalBackend); ok {
 		return pb.DeleteByPrincipal(ctx, p, only, except)
 	}
 	return 0, pgsession.ErrNoPrincipal
 }
 
 // ListByPrincipal forwards to the wrapped backend, if it has principals.
-func (b *countingBackend) ListByPrincipal(ctx context.Context, p string) ([]pgsession.Record, error) {
-	if pb, ok := b.Backend.(pgsession.PrincipalBackend); ok {
+func (b *countingBackend) ListByPrincipal(ctx context.Context, p string) ([]backend.Record, error) {
+	if pb, ok := b.Backend.(backend.PrincipalBackend); ok {
 		return pb.ListByPrincipal(ctx, p)
 	}
 	return nil, pgsession.ErrNoPrincipal
@@ -103,7 +104,7 @@ func (g *gate) reached(t *testing.T, name string) {
 
 // newHarness serves the script handler with backend b; mod adjusts the
 // Config before New.
-func newHarness(t *testing.T, b pgsession.Backend, mod func(*pgsession.Config)) *harness {
+func newHarness(t *testing.T, b backend.Backend, mod func(*pgsession.Config)) *harness {
 	t.Helper()
 	return newNestedHarness(t, b, mod, nil)
 }
@@ -112,7 +113,7 @@ func newHarness(t *testing.T, b pgsession.Backend, mod func(*pgsession.Config)) 
 // middleware of a second Manager around the first: it shares the backend
 // and the clock, and its cookie is named "__Host-outer" unless outerMod
 // says otherwise. Script ops prefixed "outer/" act on its session.
-func newNestedHarness(t *testing.T, b pgsession.Backend, mod, outerMod func(*pgsession.Config)) *harness {
+func newNestedHarness(t *testing.T, b backend.Backend, mod, outerMod func(*pgsession.Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, backend: &countingBackend{Backend: b}, gates: map[string]*gate{}}
 	cfg := pgsession.Config{Backend: h.backend}
@@ -143,7 +144,7 @@ func newNestedHarness(t *testing.T, b pgsession.Backend, mod, outerMod func(*pgs
 
 // parallelHarness returns a constructor of harnesses on fresh backends for
 // subtests that run in parallel.
-func parallelHarness(newBackend func(t *testing.T) pgsession.Backend) func(*testing.T, func(*pgsession.Config)) *harness {
+func parallelHarness(newBackend func(t *testing.T) backend.Backend) func(*testing.T, func(*pgsession.Config)) *harness {
 	return func(t *testing.T, mod func(*pgsession.Config)) *harness {
 		t.Parallel()
 		return newHarness(t, newBackend(t), mod)
@@ -448,13 +449,13 @@ func decodeKey(t *testing.T, name, value string, hashKey []byte) []byte {
 }
 
 // stored loads the row of the session whose cookie value is value.
-func (h *harness) stored(value string) (*pgsession.Record, error) {
+func (h *harness) stored(value string) (*backend.Record, error) {
 	h.t.Helper()
 	key, sid, ok := h.credOf(value)
 	if !ok {
 		h.t.Fatalf("cookie %q does not verify", value)
 	}
-	return h.backend.Backend.Load(context.Background(), pgsession.ID(sha256.Sum256(key)), sid)
+	return h.backend.Backend.Load(context.Background(), backend.ID(sha256.Sum256(key)), sid)
 }
 
 // counts returns the backend calls so far.

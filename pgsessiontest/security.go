@@ -8,12 +8,13 @@ import (
 	"testing"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // testSecurity checks the defences against other sites and shared caches:
 // cookie tossing from a sibling host, caches that could serve one user's
 // response to another, and bearer-only APIs that browsers cannot drive.
-func testSecurity(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
+func testSecurity(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 	setup := parallelHarness(newBackend)
 
 	t.Run("the default cookie is __Host- prefixed, so other hosts cannot toss one in", func(t *testing.T) {

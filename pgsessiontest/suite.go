@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // TestBackend runs the conformance suite: the Backend contract called
@@ -22,9 +23,9 @@ import (
 // A new Backend implementation proves itself with:
 //
 //	func TestMyBackend(t *testing.T) {
-//		pgsessiontest.TestBackend(t, func(t *testing.T) pgsession.Backend { return newMyBackend(t) })
+//		pgsessiontest.TestBackend(t, func(t *testing.T) backend.Backend { return newMyBackend(t) })
 //	}
-func TestBackend(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
+func TestBackend(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 	t.Run("contract", func(t *testing.T) { testContract(t, newBackend) })
 	t.Run("behaviour", func(t *testing.T) { testBehaviour(t, newBackend) })
 	t.Run("extras", func(t *testing.T) { testExtras(t, newBackend) })
@@ -43,13 +44,13 @@ func raw(kv ...string) map[string]json.RawMessage {
 	return m
 }
 
-func newID() pgsession.ID { return pgsession.ID(randomBytes(32)) }
+func newID() backend.ID { return backend.ID(randomBytes(32)) }
 
 func newSID() pgsession.SessionID { return pgsession.SessionID(randomBytes(16)) }
 
 // sidOf is the SessionID the contract tests store the row first inserted
 // under id with: random, as id is. A rotated row keeps it.
-func sidOf(id pgsession.ID) pgsession.SessionID { return pgsession.SessionID(id[:16]) }
+func sidOf(id backend.ID) pgsession.SessionID { return pgsession.SessionID(id[:16]) }
 
 // sameData compares JSON data by meaning, since backends may reformat it.
 func sameData(a, b map[string]json.RawMessage) bool {
@@ -69,7 +70,7 @@ func sameData(a, b map[string]json.RawMessage) bool {
 	return true
 }
 
-func mustApply(t *testing.T, b pgsession.Backend, a pgsession.Action) {
+func mustApply(t *testing.T, b backend.Backend, a backend.Action) {
 	t.Helper()
 	if err := b.Apply(context.Background(), a); err != nil {
 		t.Fatalf("Apply(%v): %v", a.Op, err)
@@ -78,7 +79,7 @@ func mustApply(t *testing.T, b pgsession.Backend, a pgsession.Action) {
 
 // mustLoad loads the row under id whose SessionID is sid, both ways: by
 // both, and by id alone (a token of the old form).
-func mustLoad(t *testing.T, b pgsession.Backend, id pgsession.ID, sid pgsession.SessionID) *pgsession.Record {
+func mustLoad(t *testing.T, b backend.Backend, id backend.ID, sid pgsession.SessionID) *backend.Record {
 	t.Helper()
 	rec, err := b.Load(context.Background(), id, sid)
 	if err != nil {
@@ -95,24 +96,24 @@ func mustLoad(t *testing.T, b pgsession.Backend, id pgsession.ID, sid pgsession.
 }
 
 // wantGone checks that no row is under id, whatever its SessionID.
-func wantGone(t *testing.T, b pgsession.Backend, id pgsession.ID) {
+func wantGone(t *testing.T, b backend.Backend, id backend.ID) {
 	t.Helper()
-	if rec, err := b.Load(context.Background(), id, pgsession.SessionID{}); !errors.Is(err, pgsession.ErrNotFound) {
+	if rec, err := b.Load(context.Background(), id, pgsession.SessionID{}); !errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("Load(%s) = %+v, %v; want ErrNotFound", id, rec, err)
 	}
-	if rec, err := b.Load(context.Background(), id, sidOf(id)); !errors.Is(err, pgsession.ErrNotFound) {
+	if rec, err := b.Load(context.Background(), id, sidOf(id)); !errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("Load(%s, %s) = %+v, %v; want ErrNotFound", id, sidOf(id), rec, err)
 	}
 }
 
 // insert stores a row under id and sidOf(id).
-func insert(t *testing.T, b pgsession.Backend, id pgsession.ID, data map[string]json.RawMessage, created, accessed time.Time) {
+func insert(t *testing.T, b backend.Backend, id backend.ID, data map[string]json.RawMessage, created, accessed time.Time) {
 	t.Helper()
-	mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, New: id, SessionID: sidOf(id),
-		Patch: pgsession.Patch{Replace: true, Set: data}, Created: created, Accessed: accessed})
+	mustApply(t, b, backend.Action{Op: backend.OpInsert, New: id, SessionID: sidOf(id),
+		Patch: backend.Patch{Replace: true, Set: data}, Created: created, Accessed: accessed})
 }
 
-func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend) {
+func testContract(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 	ctx := context.Background()
 	t0 := Epoch
 
@@ -145,15 +146,15 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		b := newBackend(t)
 		dead, fresh := newID(), newID()
 		insert(t, b, dead, raw("a", `1`), t0, t0)
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, Old: dead, OldSessionID: sidOf(dead), New: fresh, SessionID: sidOf(fresh),
-			Patch: pgsession.Patch{Replace: true, Set: raw("b", `2`)}, Created: t0, Accessed: t0})
+		mustApply(t, b, backend.Action{Op: backend.OpInsert, Old: dead, OldSessionID: sidOf(dead), New: fresh, SessionID: sidOf(fresh),
+			Patch: backend.Patch{Replace: true, Set: raw("b", `2`)}, Created: t0, Accessed: t0})
 		wantGone(t, b, dead)
 		if rec := mustLoad(t, b, fresh, sidOf(fresh)); !sameData(rec.Data, raw("b", `2`)) {
 			t.Errorf("data = %s", rec.Data)
 		}
 		// The dead row may already be gone: still fine.
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, Old: dead, OldSessionID: sidOf(dead), New: newID(), SessionID: newSID(),
-			Patch: pgsession.Patch{Replace: true, Set: raw("c", `3`)}, Created: t0, Accessed: t0})
+		mustApply(t, b, backend.Action{Op: backend.OpInsert, Old: dead, OldSessionID: sidOf(dead), New: newID(), SessionID: newSID(),
+			Patch: backend.Patch{Replace: true, Set: raw("c", `3`)}, Created: t0, Accessed: t0})
 	})
 
 	t.Run("update merges, deletes, replaces and moves access forward only", func(t *testing.T) {
@@ -161,8 +162,8 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		b := newBackend(t)
 		id := newID()
 		insert(t, b, id, raw("a", `1`, "b", `2`, "c", `3`), t0, t0)
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, OldSessionID: sidOf(id),
-			Patch: pgsession.Patch{Set: raw("b", `20`, "d", `4`), Delete: []string{"c", "absent"}}, Accessed: t0.Add(time.Hour)})
+		mustApply(t, b, backend.Action{Op: backend.OpUpdate, Old: id, OldSessionID: sidOf(id),
+			Patch: backend.Patch{Set: raw("b", `20`, "d", `4`), Delete: []string{"c", "absent"}}, Accessed: t0.Add(time.Hour)})
 		rec := mustLoad(t, b, id, sidOf(id))
 		if want := raw("a", `1`, "b", `20`, "d", `4`); !sameData(rec.Data, want) {
 			t.Errorf("after merge: %s, want %s", rec.Data, want)
@@ -171,17 +172,17 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 			t.Errorf("times = %v %v", rec.Created, rec.Accessed)
 		}
 		// A touch (empty patch) that is older than the stored time changes nothing.
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, OldSessionID: sidOf(id), Accessed: t0.Add(time.Minute)})
+		mustApply(t, b, backend.Action{Op: backend.OpUpdate, Old: id, OldSessionID: sidOf(id), Accessed: t0.Add(time.Minute)})
 		if rec := mustLoad(t, b, id, sidOf(id)); !rec.Accessed.Equal(t0.Add(time.Hour)) {
 			t.Errorf("access time went backwards to %v", rec.Accessed)
 		}
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, OldSessionID: sidOf(id),
-			Patch: pgsession.Patch{Replace: true, Set: raw("only", `true`)}, Accessed: t0.Add(2 * time.Hour)})
+		mustApply(t, b, backend.Action{Op: backend.OpUpdate, Old: id, OldSessionID: sidOf(id),
+			Patch: backend.Patch{Replace: true, Set: raw("only", `true`)}, Accessed: t0.Add(2 * time.Hour)})
 		if rec := mustLoad(t, b, id, sidOf(id)); !sameData(rec.Data, raw("only", `true`)) || !rec.Accessed.Equal(t0.Add(2*time.Hour)) {
 			t.Errorf("after replace: %s at %v", rec.Data, rec.Accessed)
 		}
 		// A zero Accessed changes the data and leaves the access time.
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpUpdate, Old: id, OldSessionID: sidOf(id), Patch: pgsession.Patch{Set: raw("z", `1`)}})
+		mustApply(t, b, backend.Action{Op: backend.OpUpdate, Old: id, OldSessionID: sidOf(id), Patch: backend.Patch{Set: raw("z", `1`)}})
 		if rec := mustLoad(t, b, id, sidOf(id)); rec.Data["z"] == nil || !rec.Accessed.Equal(t0.Add(2*time.Hour)) {
 			t.Errorf("update without access time: %s at %v", rec.Data, rec.Accessed)
 		}
@@ -191,16 +192,16 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		t.Parallel()
 		b := newBackend(t)
 		old, fresh := newID(), newID()
-		err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: old, OldSessionID: sidOf(old), Patch: pgsession.Patch{Set: raw("a", `1`)}, Accessed: t0})
-		if !errors.Is(err, pgsession.ErrGone) {
+		err := b.Apply(ctx, backend.Action{Op: backend.OpUpdate, Old: old, OldSessionID: sidOf(old), Patch: backend.Patch{Set: raw("a", `1`)}, Accessed: t0})
+		if !errors.Is(err, backend.ErrGone) {
 			t.Errorf("update: err = %v, want ErrGone", err)
 		}
-		err = b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: old, OldSessionID: sidOf(old), Accessed: t0})
-		if !errors.Is(err, pgsession.ErrGone) {
+		err = b.Apply(ctx, backend.Action{Op: backend.OpUpdate, Old: old, OldSessionID: sidOf(old), Accessed: t0})
+		if !errors.Is(err, backend.ErrGone) {
 			t.Errorf("touch: err = %v, want ErrGone", err)
 		}
-		err = b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: old, OldSessionID: sidOf(old), New: fresh, Patch: pgsession.Patch{Set: raw("a", `1`)}, Created: t0, Accessed: t0})
-		if !errors.Is(err, pgsession.ErrGone) {
+		err = b.Apply(ctx, backend.Action{Op: backend.OpRotate, Old: old, OldSessionID: sidOf(old), New: fresh, Patch: backend.Patch{Set: raw("a", `1`)}, Created: t0, Accessed: t0})
+		if !errors.Is(err, backend.ErrGone) {
 			t.Errorf("rotate: err = %v, want ErrGone", err)
 		}
 		wantGone(t, b, old)
@@ -212,8 +213,8 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		b := newBackend(t)
 		old, fresh := newID(), newID()
 		insert(t, b, old, raw("a", `1`, "b", `2`), t0, t0)
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpRotate, Old: old, OldSessionID: sidOf(old), New: fresh,
-			Patch: pgsession.Patch{Set: raw("user", `"ada"`), Delete: []string{"b"}}, Created: t0.Add(time.Hour), Accessed: t0.Add(time.Hour)})
+		mustApply(t, b, backend.Action{Op: backend.OpRotate, Old: old, OldSessionID: sidOf(old), New: fresh,
+			Patch: backend.Patch{Set: raw("user", `"ada"`), Delete: []string{"b"}}, Created: t0.Add(time.Hour), Accessed: t0.Add(time.Hour)})
 		wantGone(t, b, old)
 		rec := mustLoad(t, b, fresh, sidOf(old)) // the rotation keeps the SessionID
 		if !sameData(rec.Data, raw("a", `1`, "user", `"ada"`)) || !rec.Created.Equal(t0.Add(time.Hour)) || !rec.Accessed.Equal(t0.Add(time.Hour)) {
@@ -228,16 +229,16 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		b := newBackend(t)
 		dead, id, rotated := newID(), newID(), newID()
 		insert(t, b, dead, raw("x", `0`), t0, t0)
-		ins := pgsession.Action{Op: pgsession.OpInsert, Old: dead, OldSessionID: sidOf(dead), New: id, SessionID: sidOf(id),
-			Patch: pgsession.Patch{Replace: true, Set: raw("a", `1`)}, Created: t0, Accessed: t0}
+		ins := backend.Action{Op: backend.OpInsert, Old: dead, OldSessionID: sidOf(dead), New: id, SessionID: sidOf(id),
+			Patch: backend.Patch{Replace: true, Set: raw("a", `1`)}, Created: t0, Accessed: t0}
 		mustApply(t, b, ins)
 		mustApply(t, b, ins)
 		wantGone(t, b, dead)
 		if rec := mustLoad(t, b, id, sidOf(id)); !sameData(rec.Data, raw("a", `1`)) {
 			t.Errorf("after repeated insert: %s", rec.Data)
 		}
-		rot := pgsession.Action{Op: pgsession.OpRotate, Old: id, OldSessionID: sidOf(id), New: rotated,
-			Patch: pgsession.Patch{Set: raw("b", `2`)}, Created: t0.Add(time.Hour), Accessed: t0.Add(time.Hour)}
+		rot := backend.Action{Op: backend.OpRotate, Old: id, OldSessionID: sidOf(id), New: rotated,
+			Patch: backend.Patch{Set: raw("b", `2`)}, Created: t0.Add(time.Hour), Accessed: t0.Add(time.Hour)}
 		mustApply(t, b, rot)
 		mustApply(t, b, rot)
 		wantGone(t, b, id)
@@ -246,8 +247,8 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 			t.Errorf("after repeated rotation: %s created %v", rec.Data, rec.Created)
 		}
 		// A different rotation of the gone row is still refused.
-		err := b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: id, OldSessionID: sidOf(id), New: newID(), Created: t0, Accessed: t0})
-		if !errors.Is(err, pgsession.ErrGone) {
+		err := b.Apply(ctx, backend.Action{Op: backend.OpRotate, Old: id, OldSessionID: sidOf(id), New: newID(), Created: t0, Accessed: t0})
+		if !errors.Is(err, backend.ErrGone) {
 			t.Errorf("another rotation of the old row: %v, want ErrGone", err)
 		}
 	})
@@ -257,9 +258,9 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		b := newBackend(t)
 		id := newID()
 		insert(t, b, id, raw("a", `1`), t0, t0)
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpDelete, Old: id, OldSessionID: sidOf(id)})
+		mustApply(t, b, backend.Action{Op: backend.OpDelete, Old: id, OldSessionID: sidOf(id)})
 		wantGone(t, b, id)
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpDelete, Old: id, OldSessionID: sidOf(id)})
+		mustApply(t, b, backend.Action{Op: backend.OpDelete, Old: id, OldSessionID: sidOf(id)})
 	})
 
 	t.Run("a row is named by its ID and SessionID together", func(t *testing.T) {
@@ -268,22 +269,22 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		b := newBackend(t)
 		id, other := newID(), newSID()
 		insert(t, b, id, raw("a", `1`), t0, t0)
-		if rec, err := b.Load(ctx, id, other); !errors.Is(err, pgsession.ErrNotFound) {
+		if rec, err := b.Load(ctx, id, other); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("Load with another SessionID = %+v, %v; want ErrNotFound", rec, err)
 		}
-		for _, a := range []pgsession.Action{
-			{Op: pgsession.OpUpdate, Old: id, OldSessionID: other, Patch: pgsession.Patch{Set: raw("b", `2`)}, Accessed: t0.Add(time.Hour)},
-			{Op: pgsession.OpUpdate, Old: id, OldSessionID: other, Accessed: t0.Add(time.Hour)},
-			{Op: pgsession.OpUpdate, Old: id, OldSessionID: other, Patch: pgsession.Patch{Replace: true, Set: raw("b", `2`)}, Accessed: t0.Add(time.Hour)},
-			{Op: pgsession.OpRotate, Old: id, OldSessionID: other, New: newID(), Created: t0, Accessed: t0},
+		for _, a := range []backend.Action{
+			{Op: backend.OpUpdate, Old: id, OldSessionID: other, Patch: backend.Patch{Set: raw("b", `2`)}, Accessed: t0.Add(time.Hour)},
+			{Op: backend.OpUpdate, Old: id, OldSessionID: other, Accessed: t0.Add(time.Hour)},
+			{Op: backend.OpUpdate, Old: id, OldSessionID: other, Patch: backend.Patch{Replace: true, Set: raw("b", `2`)}, Accessed: t0.Add(time.Hour)},
+			{Op: backend.OpRotate, Old: id, OldSessionID: other, New: newID(), Created: t0, Accessed: t0},
 		} {
-			if err := b.Apply(ctx, a); !errors.Is(err, pgsession.ErrGone) {
+			if err := b.Apply(ctx, a); !errors.Is(err, backend.ErrGone) {
 				t.Errorf("%v with another SessionID: %v, want ErrGone", a.Op, err)
 			}
 		}
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpDelete, Old: id, OldSessionID: other})
-		mustApply(t, b, pgsession.Action{Op: pgsession.OpInsert, Old: id, OldSessionID: other, New: newID(), SessionID: newSID(),
-			Patch: pgsession.Patch{Replace: true, Set: raw("c", `3`)}, Created: t0, Accessed: t0})
+		mustApply(t, b, backend.Action{Op: backend.OpDelete, Old: id, OldSessionID: other})
+		mustApply(t, b, backend.Action{Op: backend.OpInsert, Old: id, OldSessionID: other, New: newID(), SessionID: newSID(),
+			Patch: backend.Patch{Replace: true, Set: raw("c", `3`)}, Created: t0, Accessed: t0})
 		if rec := mustLoad(t, b, id, sidOf(id)); !sameData(rec.Data, raw("a", `1`)) || !rec.Accessed.Equal(t0) {
 			t.Errorf("after actions naming another SessionID: %s at %v, want it untouched", rec.Data, rec.Accessed)
 		}
@@ -299,8 +300,8 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		errs := make(chan error, n)
 		for i := range n {
 			wg.Go(func() {
-				errs <- b.Apply(ctx, pgsession.Action{Op: pgsession.OpUpdate, Old: id, OldSessionID: sidOf(id),
-					Patch: pgsession.Patch{Set: raw(fmt.Sprintf("k%d", i), fmt.Sprint(i))}, Accessed: t0.Add(time.Duration(i) * time.Second)})
+				errs <- b.Apply(ctx, backend.Action{Op: backend.OpUpdate, Old: id, OldSessionID: sidOf(id),
+					Patch: backend.Patch{Set: raw(fmt.Sprintf("k%d", i), fmt.Sprint(i))}, Accessed: t0.Add(time.Duration(i) * time.Second)})
 			})
 		}
 		wg.Wait()
@@ -325,13 +326,13 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		old := newID()
 		insert(t, b, old, raw("a", `1`), t0, t0)
 		const n = 8
-		ids := make([]pgsession.ID, n)
+		ids := make([]backend.ID, n)
 		errs := make([]error, n)
 		var wg sync.WaitGroup
 		for i := range n {
 			ids[i] = newID()
 			wg.Go(func() {
-				errs[i] = b.Apply(ctx, pgsession.Action{Op: pgsession.OpRotate, Old: old, OldSessionID: sidOf(old), New: ids[i], Created: t0, Accessed: t0})
+				errs[i] = b.Apply(ctx, backend.Action{Op: backend.OpRotate, Old: old, OldSessionID: sidOf(old), New: ids[i], Created: t0, Accessed: t0})
 			})
 		}
 		wg.Wait()
@@ -341,7 +342,7 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 			case err == nil:
 				won++
 				mustLoad(t, b, ids[i], sidOf(old))
-			case errors.Is(err, pgsession.ErrGone):
+			case errors.Is(err, backend.ErrGone):
 				wantGone(t, b, ids[i])
 			default:
 				t.Errorf("rotation %d: %v", i, err)
@@ -356,8 +357,8 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 	t.Run("delete expired removes exactly the expired rows, in bounded batches", func(t *testing.T) {
 		t.Parallel()
 		b := newBackend(t)
-		cut := pgsession.Cutoffs{Now: t0, IdleBefore: t0.Add(-8 * time.Hour), CreatedBefore: t0.Add(-30 * 24 * time.Hour)}
-		var live, idle, old []pgsession.ID
+		cut := backend.Cutoffs{Now: t0, IdleBefore: t0.Add(-8 * time.Hour), CreatedBefore: t0.Add(-30 * 24 * time.Hour)}
+		var live, idle, old []backend.ID
 		for range 5 {
 			id := newID()
 			insert(t, b, id, raw("a", `1`), t0.Add(-time.Hour), t0.Add(-time.Minute))
@@ -391,7 +392,7 @@ func testContract(t *testing.T, newBackend func(t *testing.T) pgsession.Backend)
 		}
 		// Zero bounds disable a rule.
 		insert(t, b, newID(), raw("a", `1`), t0.Add(-31*24*time.Hour), t0.Add(-9*time.Hour))
-		if n, err := b.DeleteExpired(ctx, pgsession.Cutoffs{Now: t0}, 100); err != nil || n != 0 {
+		if n, err := b.DeleteExpired(ctx, backend.Cutoffs{Now: t0}, 100); err != nil || n != 0 {
 			t.Errorf("with no bounds removed %d, %v; want 0", n, err)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 	"github.com/pgsession/pgsession/internal/pgtest"
 )
 
@@ -23,7 +24,7 @@ type fixture struct {
 }
 
 // serve serves the API on b.
-func serve(t *testing.T, b pgsession.Backend) *fixture {
+func serve(t *testing.T, b backend.Backend) *fixture {
 	t.Helper()
 	m, err := newManager(b, []byte(strings.Repeat("k", 32)), quiet)
 	if err != nil {

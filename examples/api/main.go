@@ -42,6 +42,7 @@ import (
 	_ "github.com/lib/pq" // the "postgres" database/sql driver
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // cleanupInterval is how often expired sessions are swept from the store.
@@ -60,7 +61,7 @@ func main() {
 		_, _ = rand.Read(key)
 		log.Warn("no valid $SESSION_HASH_KEY: using a random key, so tokens will not survive a restart")
 	}
-	var backend pgsession.Backend = pgsession.NewMemoryBackend()
+	var store backend.Backend = pgsession.NewMemoryBackend()
 	if dsn := os.Getenv("DATABASE_URL"); dsn != "" {
 		db, err := sqlx.Open("postgres", dsn)
 		if err != nil {
@@ -73,9 +74,9 @@ func main() {
 			log.Error("migrate", "err", err)
 			os.Exit(1)
 		}
-		backend = pg
+		store = pg
 	}
-	m, err := newManager(backend, key, log)
+	m, err := newManager(store, key, log)
 	if err != nil {
 		log.Error("config", "err", err)
 		os.Exit(1)
@@ -99,7 +100,7 @@ func main() {
 // newManager takes the session key from bearer tokens only and names the
 // user as the principal, so a login rotates the key even without
 // RotateKey.
-func newManager(b pgsession.Backend, key []byte, log *slog.Logger) (*pgsession.Manager, error) {
+func newManager(b backend.Backend, key []byte, log *slog.Logger) (*pgsession.Manager, error) {
 	return pgsession.New(pgsession.Config{
 		Backend:      b,
 		HashKeys:     [][]byte{key},

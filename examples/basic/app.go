@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // The session keys the example uses. userKey is also the Manager's
@@ -57,7 +58,7 @@ const statsVar = "pgsession"
 // everywhere except the principal and the device record. The cookie keeps
 // the Secure attribute unless insecureCookie is set (see the package
 // documentation).
-func managerConfig(b pgsession.Backend, hashKeys [][]byte, insecureCookie bool, log *slog.Logger) pgsession.Config {
+func managerConfig(b backend.Backend, hashKeys [][]byte, insecureCookie bool, log *slog.Logger) pgsession.Config {
 	return pgsession.Config{
 		Backend:      b,
 		HashKeys:     hashKeys,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 	"github.com/pgsession/pgsession/internal/pgtest"
 	"github.com/pgsession/pgsession/pgsessiontest"
 )
@@ -27,7 +28,7 @@ var quiet = slog.New(slog.DiscardHandler)
 // store is a backend of the tests. rows counts the sessions it holds, for
 // backends that can tell (PostgreSQL); it is nil for the others.
 type store struct {
-	backend pgsession.Backend
+	backend backend.Backend
 	rows    func(t *testing.T) int
 }
 
@@ -64,7 +65,7 @@ func forEachStore(t *testing.T, test func(t *testing.T, s store)) {
 }
 
 // forEachBackend runs test once per backend, as parallel subtests.
-func forEachBackend(t *testing.T, test func(t *testing.T, b pgsession.Backend)) {
+func forEachBackend(t *testing.T, test func(t *testing.T, b backend.Backend)) {
 	forEachStore(t, func(t *testing.T, s store) { test(t, s.backend) })
 }
 
@@ -95,7 +96,7 @@ type fixture struct {
 // cookie unless insecureCookie) and a settable clock. With useTLS the
 // server speaks HTTPS, which Go's cookie jar needs before it sends a Secure
 // cookie back.
-func serve(t *testing.T, b pgsession.Backend, useTLS, insecureCookie bool) *fixture {
+func serve(t *testing.T, b backend.Backend, useTLS, insecureCookie bool) *fixture {
 	t.Helper()
 	f := &fixture{clock: pgsessiontest.NewClock(time.Now())}
 	cfg := managerConfig(b, [][]byte{testKey}, insecureCookie, quiet)
@@ -228,7 +229,7 @@ const noFlash = `id="flash"`
 // The whole flow: an anonymous visit that stores nothing, login with a
 // new session, counted visits, a second login with a new key, logout.
 func TestExampleFlow(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+	forEachBackend(t, func(t *testing.T, b backend.Backend) {
 		f := serve(t, b, true, false)
 		c := f.client(t)
 
@@ -362,7 +363,7 @@ type event struct {
 // The event stream reads the session while it is flushed, and its response
 // carries the session cookie. An anonymous stream stores nothing.
 func TestExampleEvents(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+	forEachBackend(t, func(t *testing.T, b backend.Backend) {
 		f := serve(t, b, true, false)
 		c := f.client(t)
 		resp, body := c.do(http.MethodGet, "/events", nil, nil)
@@ -420,7 +421,7 @@ func TestExampleEvents(t *testing.T) {
 // cookie writes nothing and gets no cookie, even when any other request
 // would have written the access time.
 func TestExampleHealthzSetsNoCookie(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+	forEachBackend(t, func(t *testing.T, b backend.Backend) {
 		f := serve(t, b, true, false)
 		c := f.client(t)
 		c.post("/login", url.Values{"name": {"ada"}})
@@ -456,7 +457,7 @@ func TestExampleHealthzSetsNoCookie(t *testing.T) {
 // State-changing routes refuse cross-origin requests (CSRF) before the
 // session is loaded.
 func TestExampleRefusesCrossOriginPost(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+	forEachBackend(t, func(t *testing.T, b backend.Backend) {
 		f := serve(t, b, true, false)
 		victim := f.client(t)
 		victim.post("/login", url.Values{"name": {"ada"}})
@@ -489,7 +490,7 @@ func TestExampleRefusesCrossOriginPost(t *testing.T) {
 
 // A user can end all of their sessions at once.
 func TestExampleLogoutEverywhere(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+	forEachBackend(t, func(t *testing.T, b backend.Backend) {
 		f := serve(t, b, true, false)
 		phone, laptop := f.client(t), f.client(t)
 		phone.post("/login", url.Values{"name": {"ada"}})
@@ -509,7 +510,7 @@ func TestExampleLogoutEverywhere(t *testing.T) {
 // line, no memory statistics, no variable another package published; and
 // nothing is shared between two apps in one process.
 func TestExampleStats(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+	forEachBackend(t, func(t *testing.T, b backend.Backend) {
 		f := serve(t, b, true, false)
 		other := serve(t, pgsession.NewMemoryBackend(), true, false) // a second app: no clash
 		c := f.client(t)

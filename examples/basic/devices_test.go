@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // login logs c in as name, with "Remember me" ticked or not, and returns
@@ -36,7 +36,7 @@ func (c *client) login(name string, remember bool) (*http.Cookie, string) {
 // Config's idle timeout (8 hours). A later login without the tick takes
 // the long lifetime away again.
 func TestExampleRememberMe(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+	forEachBackend(t, func(t *testing.T, b backend.Backend) {
 		f := serve(t, b, true, false)
 		const month = 30 * 24 * time.Hour
 

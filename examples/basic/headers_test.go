@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // wantSecurityHeaders are the headers every response of the example carries.
@@ -22,9 +23,9 @@ var wantSecurityHeaders = map[string]string{
 
 // failingSaves is a backend whose writes fail, so the middleware's
 // ErrorHandler answers.
-type failingSaves struct{ pgsession.Backend }
+type failingSaves struct{ backend.Backend }
 
-func (failingSaves) Apply(context.Context, pgsession.Action) error {
+func (failingSaves) Apply(context.Context, backend.Action) error {
 	return errors.New("the database is down")
 }
 
@@ -128,7 +129,7 @@ func TestExamplePagesFitThePolicy(t *testing.T) {
 
 // TestExampleLoginPage: GET /login shows the form, which logs in.
 func TestExampleLoginPage(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b pgsession.Backend) {
+	forEachBackend(t, func(t *testing.T, b backend.Backend) {
 		f := serve(t, b, true, false)
 		c := f.client(t)
 		resp, body := c.do(http.MethodGet, "/login", nil, nil)

@@ -95,6 +95,8 @@ import (
 	_ "github.com/lib/pq" // the "postgres" database/sql driver
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
+	"github.com/pgsession/pgsession/pgstore"
 )
 
 func main() {
@@ -168,9 +170,9 @@ func runApp(ctx context.Context, log *slog.Logger, args []string, getenv func(st
 			"set SESSION_HASH_KEY to the output of `openssl rand -hex 32` to keep them")
 	}
 
-	var backend pgsession.Backend
+	var store backend.Backend
 	if dsn == "" {
-		backend = pgsession.NewMemoryBackend()
+		store = pgsession.NewMemoryBackend()
 		log.Info("using the memory backend: sessions live in this process only and end with it; give -database-url or $DATABASE_URL for PostgreSQL")
 	} else {
 		db, err := openPostgres(ctx, dsn)
@@ -183,11 +185,11 @@ func runApp(ctx context.Context, log *slog.Logger, args []string, getenv func(st
 			return err
 		}
 		defer pg.Close()
-		backend = pg
-		log.Info("using PostgreSQL", "database", redactURL(dsn), "table", pgsession.DefaultTable)
+		store = pg
+		log.Info("using PostgreSQL", "database", redactURL(dsn), "table", pgstore.DefaultTable)
 	}
 
-	m, err := pgsession.New(managerConfig(backend, keys, *insecure, log))
+	m, err := pgsession.New(managerConfig(store, keys, *insecure, log))
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 	"github.com/pgsession/pgsession/internal/pgtest"
 )
 
@@ -55,7 +56,7 @@ type App struct {
 
 // NewApp returns an App whose Manager stores sessions in b. The cookie is
 // Insecure because httptest serves plain HTTP.
-func NewApp(t testing.TB, b pgsession.Backend) *App {
+func NewApp(t testing.TB, b backend.Backend) *App {
 	t.Helper()
 	m, err := pgsession.New(pgsession.Config{
 		Backend:  b,
@@ -217,7 +218,7 @@ func (a *App) logout(w http.ResponseWriter, r *http.Request) {
 // Store is a backend of the scenario. Rows counts the sessions it holds
 // where the backend can tell (PostgreSQL), else it is nil.
 type Store struct {
-	Backend pgsession.Backend
+	Backend backend.Backend
 	Rows    func(t testing.TB) int
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/pgsession/pgsession"
+	"github.com/pgsession/pgsession/backend"
 )
 
 // DefaultURL is the server tried when $DATABASE_URL is not set.
@@ -116,23 +117,22 @@ func NewBackend(t testing.TB, driverName string, opts ...pgsession.PostgresOptio
 	return b, table
 }
 
-// Drivers returns the database/sql PostgreSQL driver that tests taking a
-// driver name run on: "pgx" when pgx's stdlib is linked into the test binary
-// (as internal/pgxtest does for the root package's tests), else "postgres"
-// (lib/pq).
+// Drivers returns the database/sql PostgreSQL drivers that tests taking a
+// driver name run on: "postgres" (lib/pq), and "pgx" too when pgx's stdlib
+// is linked into the test binary (as the systemtest module does).
 func Drivers() []string {
 	if slices.Contains(sql.Drivers(), "pgx") {
-		return []string{"pgx"}
+		return []string{"postgres", "pgx"}
 	}
 	return []string{"postgres"}
 }
 
 // Backends returns constructors of fresh backends, memory and PostgreSQL
 // (lib/pq), for tests that run on both.
-func Backends() map[string]func(testing.TB) pgsession.Backend {
-	return map[string]func(testing.TB) pgsession.Backend{
-		"memory": func(testing.TB) pgsession.Backend { return pgsession.NewMemoryBackend() },
-		"postgres": func(t testing.TB) pgsession.Backend {
+func Backends() map[string]func(testing.TB) backend.Backend {
+	return map[string]func(testing.TB) backend.Backend{
+		"memory": func(testing.TB) backend.Backend { return pgsession.NewMemoryBackend() },
+		"postgres": func(t testing.TB) backend.Backend {
 			b, _ := NewBackend(t, "postgres")
 			return b
 		},

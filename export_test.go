@@ -1,4 +1,0 @@
-package pgsession
-
-// OwnsTCPConn is ownsTCPConn, for tests.
-var OwnsTCPConn = ownsTCPConn

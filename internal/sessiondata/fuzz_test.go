@@ -1,0 +1,58 @@
+package sessiondata
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"testing"
+)
+
+// FuzzDecodeData checks the read path's JSON decoder against
+// json.Unmarshal into a map[string]json.RawMessage: the same error or
+// success, the same keys and the same value bytes, for any input.
+func FuzzDecodeData(f *testing.F) {
+	for _, s := range []string{`{}`, `{"n": 1}`, ` { "k" : "v" , "n":[1, {"a": "}]"}]} `, `{"a":1,"a":2}`,
+		`{"a\"b\\c": "x\"y", "\u00e9": null, "t": true}`, "{\"\xff\": 1}", `null`, `[1]`, `"x"`, `{"a":1,}`, ``, `{"a":-1.5e3}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := DecodeData(data)
+		var want map[string]json.RawMessage
+		wantErr := json.Unmarshal(data, &want)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("DecodeData(%q) error %v, json.Unmarshal %v", data, err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		if (got == nil) != (want == nil) || len(got) != len(want) {
+			t.Fatalf("DecodeData(%q) = %q, json.Unmarshal %q", data, got, want)
+		}
+		for k, v := range want {
+			if g, ok := got[k]; !ok || !bytes.Equal(g, v) {
+				t.Fatalf("DecodeData(%q)[%q] = %q, json.Unmarshal %q", data, k, g, v)
+			}
+		}
+	})
+}
+
+// FuzzJSONEqual checks JSONEqual's shortcut for scalars against the full
+// comparison (both decoded, numbers kept as text), on valid JSON: what
+// session values are.
+func FuzzJSONEqual(f *testing.F) {
+	for _, p := range [][2]string{{`1`, `2`}, {`1`, `1.0`}, {`"a"`, `"\u0061"`}, {`"<"`, `"\u003c"`}, {`"a" `, `"a"`},
+		{`true`, `true`}, {`null`, `false`}, {"\"\xff\"", "\"\xfe\""}, {`{"a":1}`, `{"a": 1}`}, {`[1,2]`, `[1, 2]`}} {
+		f.Add([]byte(p[0]), []byte(p[1]))
+	}
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		if !json.Valid(a) || !json.Valid(b) {
+			return
+		}
+		x, errA := decodeNumbers(a)
+		y, errB := decodeNumbers(b)
+		want := bytes.Equal(a, b) || errA == nil && errB == nil && reflect.DeepEqual(x, y)
+		if got := JSONEqual(a, b); got != want {
+			t.Fatalf("JSONEqual(%q, %q) = %v, want %v", a, b, got, want)
+		}
+	})
+}

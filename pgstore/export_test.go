@@ -1,0 +1,4 @@
+package pgstore
+
+// OwnsTCPConn is ownsTCPConn, for tests.
+var OwnsTCPConn = ownsTCPConn

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package pgstore
+
+import "net/netip"
+
+// ownsTCPConn proves nothing outside Linux: the backend then takes the
+// modes that are correct behind a pooler (see driverstack.go).
+func ownsTCPConn(local, remote netip.AddrPort) bool { return false }

@@ -1,0 +1,209 @@
+package pgstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/pgsession/pgsession/backend"
+	"github.com/pgsession/pgsession/internal/sessiondata"
+)
+
+// Load implements backend.Backend: one SELECT by primary key (by its first column
+// for a zero sid).
+func (b *Backend) Load(ctx context.Context, id backend.ID, sid backend.SessionID) (*backend.Record, error) {
+	l := &loadedRow{rec: backend.Record{ID: id, SessionID: sid}}
+	l.args[0], l.args[1] = l.rec.ID[:], l.rec.SessionID[:]
+	query, args := sqlLoad, l.args[:]
+	if sid == (backend.SessionID{}) {
+		query, args = sqlLoadByKey, l.args[:1]
+	}
+	if _, err := b.run(ctx, query, args, l.scan); err != nil {
+		return nil, err
+	}
+	if !l.found {
+		return nil, backend.ErrNotFound
+	}
+	if l.decodeErr != nil {
+		return nil, fmt.Errorf("pgsession: session %s: stored data is not a JSON object: %w", id, l.decodeErr)
+	}
+	l.rec.Lifetime = l.lt.lifetime()
+	return &l.rec, nil
+}
+
+// loadedRow is what Load reads, in one allocation: the record and the
+// scan's destinations.
+type loadedRow struct {
+	rec       backend.Record
+	args      [2]any
+	data, sid sql.RawBytes // valid until the rows move on: decoded in scan
+	lt        storedLifetime
+	found     bool
+	decodeErr error
+}
+
+// scan reads the row, if any, and decodes its data.
+func (l *loadedRow) scan(rows *sql.Rows) error {
+	if !rows.Next() {
+		return rows.Err()
+	}
+	if err := rows.Scan(&l.data, &l.rec.Created, &l.rec.Accessed, &l.sid, &l.lt.idle, &l.lt.absolute, &l.lt.persistent); err != nil {
+		return err
+	}
+	l.found = true
+	copy(l.rec.SessionID[:], l.sid)
+	l.rec.Data, l.decodeErr = sessiondata.DecodeData(l.data)
+	return nil
+}
+
+// Apply implements backend.Backend: one statement per action. An insert or rotation
+// repeated after its first attempt committed (its answer lost) succeeds
+// without writing again; a rotation that finds its old row gone costs a
+// second statement to check for that.
+func (b *Backend) Apply(ctx context.Context, a backend.Action) error {
+	var (
+		n   int64
+		err error
+	)
+	switch a.Op {
+	case backend.OpNone:
+		return nil
+	case backend.OpInsert:
+		idle, absolute, persistent := lifetimeArgs(a.Lifetime)
+		ua, addr := deviceArgs(a.Device)
+		query, args := sqlInsert, []any{a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal),
+			a.SessionID[:], idle, absolute, persistent, nullTime(a.Expires), ua, addr}
+		if a.Old != (backend.ID{}) {
+			query, args = sqlInsertReplacing, append(args, a.Old[:], a.OldSessionID[:])
+		}
+		_, err = b.exec(ctx, query, args...)
+		n = 1
+	case backend.OpUpdate:
+		switch {
+		case a.Patch.IsEmpty() && a.Lifetime == nil:
+			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed), nullTime(a.Expires), a.OldSessionID[:])
+		case !a.Patch.Replace && !a.SetPrincipal && a.Lifetime == nil:
+			n, err = b.exec(ctx, sqlPatch, a.Old[:], jsonObject(a.Patch.Set), array(a.Patch.Delete), nullTime(a.Accessed), nullTime(a.Expires),
+				a.OldSessionID[:])
+		default:
+			idle, absolute, persistent := lifetimeArgs(a.Lifetime)
+			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete), nullTime(a.Accessed),
+				a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent, nullTime(a.Expires), a.OldSessionID[:])
+		}
+	case backend.OpRotate:
+		idle, absolute, persistent := lifetimeArgs(a.Lifetime)
+		ua, addr := deviceArgs(a.Device)
+		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete),
+			a.Created, a.Accessed, a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent,
+			nullTime(a.Expires), a.Device != nil, ua, addr, a.OldSessionID[:])
+		if err == nil && n == 0 {
+			// The old row is gone: by a concurrent logout or rotation, or
+			// by this very rotation, repeated after its answer was lost.
+			_, err = b.run(ctx, sqlExists, []any{a.New[:], a.OldSessionID[:]}, func(rows *sql.Rows) error {
+				if rows.Next() {
+					n = 1
+				}
+				return rows.Err()
+			})
+		}
+	case backend.OpDelete:
+		_, err = b.exec(ctx, sqlDelete, a.Old[:], a.OldSessionID[:])
+		n = 1
+	default:
+		return fmt.Errorf("pgsession: unknown operation %d", a.Op)
+	}
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return backend.ErrGone
+	}
+	return nil
+}
+
+// array passes keys as a text[] argument (NULL when empty): a []string
+// that render quotes, or that run passes through pq.Array as a parameter.
+func array(keys []string) any {
+	if len(keys) == 0 {
+		return nil // NULL, without a value to box
+	}
+	return keys
+}
+
+// storedLifetime is the lifetime columns of a row.
+type storedLifetime struct {
+	idle, absolute sql.NullInt64 // milliseconds, -1 for none
+	persistent     sql.NullBool
+}
+
+// lifetime returns the row's own Lifetime, or nil if it follows Config.
+func (l storedLifetime) lifetime() *backend.Lifetime {
+	if !l.idle.Valid {
+		return nil
+	}
+	d := func(ms sql.NullInt64) time.Duration {
+		if ms.Int64 < 0 {
+			return -1
+		}
+		return time.Duration(ms.Int64) * time.Millisecond
+	}
+	return &backend.Lifetime{IdleTimeout: d(l.idle), AbsoluteTimeout: d(l.absolute), Persistent: l.persistent.Bool}
+}
+
+// lifetimeArgs returns l as the lifetime columns' values (NULLs for nil).
+func lifetimeArgs(l *backend.Lifetime) (idle, absolute, persistent any) {
+	if l == nil {
+		return nil, nil, nil
+	}
+	ms := func(d time.Duration) int64 {
+		if d < 0 {
+			return -1
+		}
+		return max(d.Milliseconds(), 1)
+	}
+	return ms(l.IdleTimeout), ms(l.AbsoluteTimeout), l.Persistent
+}
+
+// deviceArgs returns d as the device columns' values (NULLs for nil).
+func deviceArgs(d *backend.Device) (userAgent, addr any) {
+	if d == nil {
+		return nil, nil
+	}
+	return nullString(d.UserAgent), nullString(d.Addr)
+}
+
+func nullSessionID(id backend.SessionID) any {
+	if id == (backend.SessionID{}) {
+		return nil
+	}
+	return id[:]
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+// jsonObject encodes set as a JSON object text. Values are valid JSON (they
+// come from json.Marshal), so this cannot fail.
+func jsonObject(set map[string]json.RawMessage) string {
+	if len(set) == 0 {
+		return "{}"
+	}
+	b, err := json.Marshal(set)
+	if err != nil {
+		return "{}" // unreachable: every value was produced by json.Marshal
+	}
+	return string(b)
+}
