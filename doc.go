@@ -37,8 +37,12 @@
 // concurrent request saves with it afterwards.
 //
 // The whole save policy (timeouts, resolution, rotation, freeze, empty
-// sessions) is one pure decision that yields an Action; a Backend only
-// executes Actions. NewMemoryBackend provides an in-process backend with the
-// same semantics, and package pgsessiontest holds the conformance suite every
+// sessions) is one pure decision that yields an action; a backend only
+// executes actions. NewPostgresBackend (package pgstore, where its
+// Migrate, Check, Schema, Distribute, ErrNoTable and ReadDeadlineDialer
+// live) and NewMemoryBackend (package memstore, same semantics, in
+// process) are the built-in backends. The contract a backend implements is
+// package backend, apart from this package as database/sql/driver is from
+// database/sql; package pgsessiontest holds the conformance suite every
 // backend must pass and helpers for testing handlers.
 package pgsession

@@ -1,8 +1,9 @@
 // Package backend defines the contract between pgsession and the stores
 // that keep its sessions, as database/sql/driver does for database/sql.
-// Applications and handlers never need it: they choose a store with
+// Applications and handlers rarely need it: they choose a store with
 // pgsession.NewPostgresBackend or pgsession.NewMemoryBackend and use the
-// root package. Implement it to store sessions elsewhere.
+// root package (one that picks its store at run time may hold it in a
+// Backend variable). Implement it to store sessions elsewhere.
 //
 // The session policy (timeouts, timeout resolution, rotation, freeze, empty
 // sessions) is decided by pgsession alone: it yields an Action, and a

@@ -38,7 +38,7 @@ func backendCalls(b *pgstore.Backend) map[string]error {
 // A missing table (Migrate forgotten) is reported by Check, and by every
 // call, as ErrNoTable with the advice to call Migrate or apply Schema.
 func TestPostgresMissingTableIsExplained(t *testing.T) {
-	for _, driver := range []string{"postgres"} { // pgx: internal/pgxtest
+	for _, driver := range []string{"postgres"} { // pgx: systemtest
 		t.Run(driver, func(t *testing.T) {
 			db := pgtest.Open(t, driver)
 			schema := pgtest.Schema(t, db)
@@ -95,7 +95,7 @@ func TestPostgresMissingTableIsExplained(t *testing.T) {
 // A table of the same name and another shape (alexedwards/scs's) is
 // reported by Check, and by the calls that meet it, as ErrSchemaMismatch.
 func TestPostgresForeignTableIsExplained(t *testing.T) {
-	for _, driver := range []string{"postgres"} { // pgx: internal/pgxtest
+	for _, driver := range []string{"postgres"} { // pgx: systemtest
 		t.Run(driver, func(t *testing.T) {
 			db := pgtest.Open(t, driver)
 			schema := pgtest.Schema(t, db)
