@@ -166,6 +166,7 @@ type seqRig struct {
 	dead       map[string]bool     // keys deleted or expired: never valid again
 	seen       map[string]bool     // every key issued or presented so far
 	values     map[string][]string // the signed values seen for each key
+	sids       map[string]string   // key -> the session ID its tokens carry, as the server issued them
 	allValues  []string            // every signed value seen, in order
 	issued     []string            // every key issued, in order
 	deadValues []string            // the values of dead keys, in order
@@ -180,7 +181,7 @@ func newSeqRig(t *testing.T, srv *httptest.Server) *seqRig {
 		backend: &countingMemory{MemoryBackend: pgsession.NewMemoryBackend()},
 		clock:   new(atomic.Int64), now: fuzzNow,
 		codec: fuzzCodec(),
-		rows:  map[string]*seqRow{}, dead: map[string]bool{}, seen: map[string]bool{}, values: map[string][]string{},
+		rows:  map[string]*seqRow{}, dead: map[string]bool{}, seen: map[string]bool{}, values: map[string][]string{}, sids: map[string]string{},
 	}
 	r.clock.Store(r.now.UnixNano())
 	m, err := pgsession.New(pgsession.Config{
@@ -221,6 +222,12 @@ func (r *seqRig) decode(value string) (string, bool) {
 	case len(payload) == 32:
 		return string(payload), true
 	case len(payload) == 48 && !bytes.Equal(payload[:16], make([]byte, 16)):
+		// A key presented with another session ID than the server issued
+		// it with verifies, but names no row (every statement keys a row
+		// by both): a credential of its own, unknown to the backend.
+		if sid, ok := r.sids[string(payload[16:])]; ok && sid != string(payload[:16]) {
+			return string(payload), true
+		}
 		return string(payload[16:]), true
 	}
 	return "", false
@@ -240,6 +247,10 @@ func (r *seqRig) kill(key string, deleted bool) {
 }
 
 func (r *seqRig) remember(key, value string) {
+	var payload []byte
+	if _, known := r.sids[key]; !known && r.codec.Decode(r.name, value, &payload) == nil && len(payload) == 48 {
+		r.sids[key] = string(payload[:16])
+	}
 	if !slices.Contains(r.values[key], value) {
 		r.values[key] = append(r.values[key], value)
 		r.allValues = append(r.allValues, value)

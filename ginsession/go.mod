@@ -4,7 +4,7 @@ go 1.25.0
 
 require (
 	github.com/gin-gonic/gin v1.12.0
-	github.com/pgsession/pgsession v0.0.0
+	github.com/pgsession/pgsession v0.2.0
 )
 
 require (
@@ -43,6 +43,7 @@ require (
 )
 
 // ginsession builds against this checkout of pgsession. The replace binds
-// only this module's own builds: at a release, require the tagged pgsession
-// version above and tag this module as ginsession/vX.Y.Z.
+// only this module's own builds; users get the pgsession version required
+// above. At a release, require the new pgsession tag and tag this module as
+// ginsession/vX.Y.Z on the same commit.
 replace github.com/pgsession/pgsession => ../
