@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/securecookie"
+
+	"github.com/pgsession/pgsession/backend"
 )
 
 // keyLength is the number of random bytes in a session key.
@@ -35,6 +37,7 @@ const maxCookieValue = 512
 type credential struct {
 	key []byte
 	sid SessionID
+	id  backend.ID // the key's hash, under which the backend stores it
 }
 
 // signer signs and verifies tokens in securecookie's format: the session ID
@@ -46,6 +49,7 @@ type signer struct {
 	nameBar []byte             // name + "|", the start of every MAC's input
 	codec   securecookie.Codec // signs, with the first hash key
 	macs    []*sync.Pool       // of *verifier, one pool per hash key: they verify
+	seen    *verifiedValues    // values that verified, to skip verifying them again
 }
 
 // verifier is the scratch space of one decode: an HMAC-SHA256 of one hash
@@ -60,7 +64,7 @@ type verifier struct {
 }
 
 func newSigner(name string, hashKeys [][]byte) signer {
-	s := signer{name: name, nameBar: []byte(name + "|"), macs: make([]*sync.Pool, len(hashKeys)),
+	s := signer{name: name, nameBar: []byte(name + "|"), macs: make([]*sync.Pool, len(hashKeys)), seen: newVerifiedValues(),
 		codec: securecookie.New(hashKeys[0], nil).
 			MaxAge(0). // no wall-clock limit: AbsoluteTimeout may exceed 30 days
 			MaxLength(maxCookieValue).
@@ -99,12 +103,18 @@ func (s signer) decodeCurrent(value string) (c credential, current, ok bool) {
 	if len(value) > maxCookieValue {
 		return credential{}, false, false
 	}
+	if c, current, ok := s.seen.get(value); ok {
+		return c, current, true
+	}
 	for i, pool := range s.macs {
 		v := pool.Get().(*verifier)
 		c, ok := v.verify(s.nameBar, value)
 		pool.Put(v)
 		if ok {
-			return c, i == 0 && c.sid != (SessionID{}), true
+			c.id = idOf(c.key)
+			current := i == 0 && c.sid != (SessionID{})
+			s.seen.put(value, c, current)
+			return c, current, true
 		}
 	}
 	return credential{}, false, false

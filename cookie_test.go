@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -187,3 +189,42 @@ func (c credential) payload() []byte {
 }
 
 func (c credential) equal(d credential) bool { return c.sid == d.sid && string(c.key) == string(d.key) }
+
+// A value that verified is remembered: the next decode of the very same
+// string gives the same credential (a copy of its key, with its hash)
+// without verifying again, a forged value is never remembered, and the
+// memory starts afresh past maxVerified values.
+func TestSignerRemembersVerifiedValues(t *testing.T) {
+	hashKey := []byte(strings.Repeat("k", 32))
+	s := newSigner("session-key", [][]byte{hashKey})
+	c := credential{key: newKey(), sid: newSessionID()}
+	v, err := s.encode(c.sid, c.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, cur, ok := s.decodeCurrent(v)
+	if !ok || !cur || !first.equal(c) || first.id != idOf(c.key) || s.seen.n.Load() != 1 {
+		t.Fatalf("first decode: %+v, current %v, %v; %d remembered", first, cur, ok, s.seen.n.Load())
+	}
+	first.key[0] ^= 0xff // the caller's own copy
+	// Break every verifier: only the memory can answer now.
+	s.macs = []*sync.Pool{{New: func() any { return &verifier{mac: hmac.New(sha256.New, []byte("not the key"))} }}}
+	again, cur, ok := s.decodeCurrent(v)
+	if !ok || !cur || !again.equal(c) || again.id != idOf(c.key) {
+		t.Fatalf("a remembered value: %+v, current %v, %v; want %+v", again, cur, ok, c)
+	}
+	if _, ok := s.decode(v[:len(v)-2] + "AA"); ok {
+		t.Fatal("a tampered value verified")
+	}
+	if n := s.seen.n.Load(); n != 1 {
+		t.Fatalf("%d values remembered after a forged one, want 1", n)
+	}
+	// Past maxVerified values the memory starts afresh.
+	s = newSigner("session-key", [][]byte{hashKey})
+	for range maxVerified + 1 {
+		s.seen.put(strconv.Itoa(int(s.seen.n.Load())), c, true)
+	}
+	if _, _, ok := s.seen.get("0"); ok || s.seen.n.Load() != 1 {
+		t.Errorf("after %d values: the first still remembered (%v), %d counted; want a fresh memory", maxVerified+1, ok, s.seen.n.Load())
+	}
+}

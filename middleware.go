@@ -159,7 +159,7 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 	}
 	var live *backend.Record
 	for _, key := range keys {
-		rec, err := m.cfg.Backend.Load(ctx, idOf(key.key), key.sid)
+		rec, err := m.cfg.Backend.Load(ctx, key.id, key.sid)
 		switch {
 		case errors.Is(err, backend.ErrNotFound):
 			m.stats.misses.Add(1)
