@@ -2,8 +2,6 @@ package pgsession_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -43,42 +41,6 @@ func (b *recordingBackend) take() []deleteCall {
 	c := b.calls
 	b.calls = nil
 	return c
-}
-
-func randomID() backend.ID {
-	var id backend.ID
-	_, _ = rand.Read(id[:])
-	return id
-}
-
-// insertSessions stores n sessions created and accessed at the given times
-// and returns their IDs.
-func insertSessions(t *testing.T, b backend.Backend, n int, created, accessed time.Time) []backend.ID {
-	t.Helper()
-	ids := make([]backend.ID, n)
-	for i := range ids {
-		ids[i] = randomID()
-		err := b.Apply(context.Background(), backend.Action{Op: backend.OpInsert, New: ids[i],
-			Patch:   backend.Patch{Replace: true, Set: map[string]json.RawMessage{"i": json.RawMessage(`1`)}},
-			Created: created, Accessed: accessed})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return ids
-}
-
-func newManager(t *testing.T, cfg pgsession.Config) *pgsession.Manager {
-	t.Helper()
-	cfg.HashKeys = [][]byte{make([]byte, 32)}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	m, err := pgsession.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // DeleteExpired works in statements of at most 1,000 rows and stops at the

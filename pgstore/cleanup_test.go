@@ -11,29 +11,13 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
 	"github.com/pgsession/pgsession"
 	"github.com/pgsession/pgsession/backend"
 	"github.com/pgsession/pgsession/internal/pgtest"
 	"github.com/pgsession/pgsession/pgsessiontest"
 	"github.com/pgsession/pgsession/pgstore"
 )
-
-// seed inserts n sessions per kind into table directly: idle-expired,
-// absolutely expired, and live ones (idle 8h, absolute 30 days, at now).
-func seed(t *testing.T, table string, now time.Time, n int) {
-	t.Helper()
-	db := pgtest.Open(t, "postgres")
-	_, err := db.Exec(`INSERT INTO `+table+` (key_hash, data, created_at, accessed_at)
-		SELECT sha256(convert_to(kind || i, 'UTF8')), '{"a":1}', created, accessed
-		FROM generate_series(1, $2) AS i, (VALUES
-			('idle', $1::timestamptz - interval '9 hours', $1::timestamptz - interval '8 hours 1 minute'),
-			('old',  $1::timestamptz - interval '31 days', $1::timestamptz - interval '1 minute'),
-			('live', $1::timestamptz - interval '1 day',   $1::timestamptz - interval '7 hours')
-		) AS k(kind, created, accessed)`, now, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 func TestDeleteExpiredPostgres(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
@@ -119,16 +103,6 @@ func TestCleanupLockAcrossInstances(t *testing.T) {
 	if n := pgtest.Count(t, db, "SELECT count(*) FROM "+table); n != 10 || !strings.Contains(logs.String(), "removed=15") {
 		t.Errorf("after the other batch ended: %d rows, want the 10 live ones; logs %q", n, logs.String())
 	}
-}
-
-// cleanupLocks counts the cleanup locks of table held by any server
-// session: advisory locks on the key pair (1886610285, hashtext of the
-// quoted "schema"."table").
-func cleanupLocks(t *testing.T, table string) int {
-	t.Helper()
-	table = `"` + strings.Replace(table, ".", `"."`, 1) + `"`
-	return pgtest.Count(t, pgtest.Open(t, "postgres"), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
-		AND objsubid = 2 AND classid::bigint = 1886610285 AND objid::bigint = (hashtext($1)::bigint + 4294967296) % 4294967296`, table)
 }
 
 // A session exactly at its idle timeout is already expired for requests but

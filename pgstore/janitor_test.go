@@ -10,24 +10,11 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
 	"github.com/pgsession/pgsession"
 	"github.com/pgsession/pgsession/internal/pgtest"
 	"github.com/pgsession/pgsession/pgstore"
 )
-
-// openPool opens a pool of its own whose server connections carry a fresh
-// application_name, which it returns.
-func openPool(t *testing.T, prefix string) (*sqlx.DB, string) {
-	t.Helper()
-	pgtest.Open(t, "postgres") // skips when there is no server
-	app := randomName(prefix)
-	db, err := sqlx.Open("postgres", withApp(pgtest.URL(), app))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db, app
-}
 
 // janitor runs RunCleanup on its own Manager, on a pool of its own, logging
 // at debug level into logs.

@@ -2,25 +2,15 @@ package pgstore_test
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/pgsession/pgsession/backend"
 	"github.com/pgsession/pgsession/internal/pgtest"
 	"github.com/pgsession/pgsession/pgstore"
 )
-
-// hostile are strings that break naive SQL quoting.
-var hostile = []string{
-	`'`, `''`, `\`, `\\`, `\'`, `'\`, `\x00`, `\x41`, `E'\n'`, `$$`, `$1`, `$tag$ $$ '; DROP TABLE x; --`,
-	`{t}`, `"quoted"`, "tab\tnew\nline\rcr", `{"a":1}`, `\u0000`, `é ü 🔑 \u00e9`, "\u2028\ufeff", `%s %d`, `?`,
-	strings.Repeat(`\'`, 100),
-}
 
 // literalBackends returns backends on lib/pq connections with
 // standard_conforming_strings on and off (lib/pq passes unknown DSN
@@ -49,44 +39,6 @@ func literalBackends(t testing.TB) map[string]*pgstore.Backend {
 		out["standard_conforming_strings="+scs] = b
 	}
 	return out
-}
-
-// roundTrip stores s as a data key, a data value and the principal, then
-// deletes the key by name, and checks each came back exactly.
-func roundTrip(t *testing.T, b *pgstore.Backend, s string) {
-	t.Helper()
-	ctx := context.Background()
-	val, _ := json.Marshal(s)
-	id, now := randomID(), time.Now().Truncate(time.Microsecond)
-	err := b.Apply(ctx, backend.Action{Op: backend.OpInsert, New: id, Created: now, Accessed: now,
-		Patch:        backend.Patch{Replace: true, Set: map[string]json.RawMessage{s: val, "keep": val}},
-		SetPrincipal: true, Principal: s})
-	if err != nil {
-		t.Fatalf("insert %q: %v", s, err)
-	}
-	rec, err := b.Load(ctx, id, backend.SessionID{})
-	if err != nil {
-		t.Fatalf("load %q: %v", s, err)
-	}
-	var got string
-	if err := json.Unmarshal(rec.Data[s], &got); err != nil || got != s || !rec.Created.Equal(now) {
-		t.Errorf("stored %q, loaded %s (%v) created %v", s, rec.Data, err, rec.Created)
-	}
-	if err := b.Apply(ctx, backend.Action{Op: backend.OpUpdate, Old: id, Patch: backend.Patch{Delete: []string{s, s + "x"}}}); err != nil {
-		t.Fatalf("delete key %q: %v", s, err)
-	}
-	if rec, err := b.Load(ctx, id, backend.SessionID{}); err != nil || len(rec.Data) != 1 || rec.Data["keep"] == nil {
-		t.Errorf("after deleting key %q: %s, %v", s, rec.Data, err)
-	}
-	if s == "" {
-		return // no principal
-	}
-	if list, err := b.ListByPrincipal(ctx, s); err != nil || len(list) != 1 || list[0].ID != id {
-		t.Errorf("ListByPrincipal(%q) = %v, %v; want the one session", s, list, err)
-	}
-	if n, err := b.DeleteByPrincipal(ctx, s, backend.SessionID{}, backend.SessionID{}); err != nil || n != 1 {
-		t.Errorf("DeleteByPrincipal(%q) = %d, %v", s, n, err)
-	}
 }
 
 // lib/pq statements carry their values as literals: hostile strings

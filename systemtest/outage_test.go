@@ -2,8 +2,6 @@ package systemtest_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,22 +22,6 @@ import (
 	"github.com/pgsession/pgsession/internal/pgtest"
 	"github.com/pgsession/pgsession/pgsessiontest"
 )
-
-// withApp returns url with an application_name, to find this pool's
-// server connections in pg_stat_activity.
-func withApp(url, app string) string {
-	sep := "?"
-	if strings.Contains(url, "?") {
-		sep = "&"
-	}
-	return url + sep + "application_name=" + app
-}
-
-func randomName(prefix string) string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return prefix + hex.EncodeToString(b)
-}
 
 // counterApp serves a handler that increments "n" in the session, over a
 // real server with a PostgreSQL backend on db.

@@ -9,7 +9,6 @@ package systemtest_test
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"strings"
@@ -28,12 +27,6 @@ import (
 	"github.com/pgsession/pgsession/pgsessiontest"
 	"github.com/pgsession/pgsession/pgstore"
 )
-
-func randomID() backend.ID {
-	var id backend.ID
-	_, _ = rand.Read(id[:])
-	return id
-}
 
 // The backend works with any database/sql PostgreSQL driver: pgx's stdlib.
 func TestPostgresBackendPgx(t *testing.T) {

@@ -1,0 +1,10 @@
+package pgsession_test
+
+import "github.com/pgsession/pgsession/internal/pgtest"
+
+// The helpers these tests share with pgstore's and systemtest's.
+var (
+	randomID       = pgtest.RandomID
+	insertSessions = pgtest.InsertSessions
+	newManager     = pgtest.NewManager
+)
