@@ -4,7 +4,6 @@ import "github.com/pgsession/pgsession/internal/pgtest"
 
 // The helpers these tests share with pgstore's and systemtest's.
 var (
-	randomID       = pgtest.RandomID
 	insertSessions = pgtest.InsertSessions
 	newManager     = pgtest.NewManager
 )

@@ -8,7 +8,6 @@ var exampleKey = []byte("an-example-secret-of-32-bytes!!!")
 // The helpers these tests share with the root package's and systemtest's.
 var (
 	randomID       = pgtest.RandomID
-	randomName     = pgtest.RandomName
 	insertSessions = pgtest.InsertSessions
 	newManager     = pgtest.NewManager
 	withApp        = pgtest.WithApp
