@@ -78,8 +78,7 @@ func (b *Backend) cleanup(ctx context.Context, do func(distributed bool) error) 
 			b.distributed.Store(state)
 		}
 		err := do(state == distributedYes)
-		var e interface{ SQLState() string }
-		if err == nil || attempt > 0 || state != distributedNo || !errors.As(err, &e) || e.SQLState() != "0A000" {
+		if err == nil || attempt > 0 || state != distributedNo || sqlState(err) != "0A000" {
 			return err
 		}
 		b.distributed.Store(distributedUnknown) // feature_not_supported: look again

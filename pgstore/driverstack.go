@@ -65,8 +65,7 @@ func (f driverFamily) String() string {
 // plan is how the backend sends its statements, chosen once from the
 // options and what the connection proved about itself.
 type plan struct {
-	mode   statementMode // modeText, modeExecute or modeDriver, never modeAuto
-	inline bool          // values go into the text as literals: no parameters
+	mode   statementMode // modeText, modeExecute (values inlined) or modeDriver, never modeAuto
 	family driverFamily
 	direct bool // proven: the connection goes straight to PostgreSQL
 }
@@ -78,8 +77,6 @@ func (p *plan) String() string {
 		s = "driver prepared statements"
 	case p.mode == modeExecute:
 		s = "SQL PREPARE/EXECUTE, values inlined"
-	case p.inline:
-		s = "plain statements, values inlined"
 	default:
 		s = "plain statements, values as parameters"
 	}
@@ -102,7 +99,7 @@ func choosePlan(mode statementMode, family driverFamily, direct bool) *plan {
 		// sends them unnamed in one message (default_query_exec_mode=exec).
 		p.mode = modeText
 	default:
-		p.mode, p.inline = modeExecute, true
+		p.mode = modeExecute
 	}
 	return p
 }
@@ -166,7 +163,7 @@ func probeStack(ctx context.Context, db *sql.DB, wantDirect bool) (driverFamily,
 	defer conn.Close()
 	_, err = conn.ExecContext(ctx, probeFailure)
 	family := familyOf(err)
-	if err == nil || family == familyUnknown && !hasSQLState(err, "P0001") && !strings.Contains(err.Error(), "pgsession: probing") {
+	if err == nil || family == familyUnknown && sqlState(err) != "P0001" && !strings.Contains(err.Error(), "pgsession: probing") {
 		// Not the server's answer to the probe: a connection failure, or
 		// something that swallowed the error. Nothing is learnt.
 		return 0, false, fmt.Errorf("unexpected answer to the probe statement: %w", errors.Join(err, errors.New("no error")))
@@ -238,8 +235,12 @@ func fromPackage(err error, prefix string) bool {
 	return false
 }
 
-// hasSQLState reports whether err carries the SQLSTATE code.
-func hasSQLState(err error, code string) bool {
+// sqlState returns the SQLSTATE code err carries (*pq.Error and pgx's
+// *pgconn.PgError, through any wrapping), or "".
+func sqlState(err error) string {
 	var e interface{ SQLState() string }
-	return errors.As(err, &e) && e.SQLState() == code
+	if errors.As(err, &e) {
+		return e.SQLState()
+	}
+	return ""
 }

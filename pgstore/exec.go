@@ -65,13 +65,13 @@ func (b *Backend) run(ctx context.Context, query string, args []any, scan func(*
 		ps = b.prepared(query)
 		text, err = b.execute(ps, args)
 	default:
-		text, err = b.render(query, args, p.inline)
+		text = b.render(query)
 	}
 	if err != nil {
 		return 0, b.explain(err)
 	}
-	if p.inline {
-		args = nil
+	if p.mode == modeExecute {
+		args = nil // inlined into the EXECUTE
 	} else {
 		args = parameters(args)
 	}
@@ -168,8 +168,6 @@ func notSent(ctx context.Context, start time.Time, err error) error {
 		time.Since(start).Round(time.Millisecond), errors.Join(ctx.Err(), err))
 }
 
-// render returns query with {t} replaced by the table and, when inline,
-
 // explain adds advice to a database error: one from a missing session
 // table (or schema) wraps ErrNoTable, one from a table of another shape
 // wraps ErrSchemaMismatch, and one from a prepared statement missing or
@@ -180,11 +178,7 @@ func (b *Backend) explain(err error) error {
 	if err == nil {
 		return nil
 	}
-	var e interface{ SQLState() string } // *pq.Error and pgx's *pgconn.PgError
-	state := ""
-	if errors.As(err, &e) {
-		state = e.SQLState()
-	}
+	state := sqlState(err)
 	switch {
 	case state == "42P01", state == "3F000": // undefined_table, invalid_schema_name
 		return fmt.Errorf("%w: %s (%s): %w", ErrNoTable, b.table, adviceMigrate, err)

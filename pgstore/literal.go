@@ -11,44 +11,23 @@ import (
 	"github.com/lib/pq"
 )
 
-// table name or a value that itself contains "$1" or "{t}" is never
-// substituted again. (The templates hold no other "$" or "{t}".)
-func (b *Backend) render(query string, args []any, inline bool) (string, error) {
+// render returns query with {t} replaced by the table. The template is
+// scanned once, so a table name that itself contains "{t}" is never
+// substituted again. Values go as parameters (modeText, modeDriver) or are
+// rendered by execute (modeExecute).
+func (b *Backend) render(query string) string {
 	var out strings.Builder
-	out.Grow(len(query) + len(b.table) + 80*len(args))
-	if err := b.expand(&out, query, args, inline); err != nil {
-		return "", err
-	}
-	return out.String(), nil
-}
-
-// expand writes query to out with {t} replaced by the table and, when
-// inline, each $n by args[n-1] as a literal.
-func (b *Backend) expand(out *strings.Builder, query string, args []any, inline bool) error {
-	for i := 0; i < len(query); {
-		switch {
-		case strings.HasPrefix(query[i:], "{t}"):
-			out.WriteString(b.table)
-			i += len("{t}")
-		case inline && query[i] == '$':
-			j := i + 1
-			for j < len(query) && '0' <= query[j] && query[j] <= '9' {
-				j++
-			}
-			n, err := strconv.Atoi(query[i+1 : j])
-			if err != nil || n < 1 || n > len(args) {
-				return fmt.Errorf("pgsession: statement wants %s, has %d arguments", query[i:j], len(args))
-			}
-			if err := writeLiteral(out, args[n-1]); err != nil {
-				return err
-			}
-			i = j
-		default:
-			out.WriteByte(query[i])
-			i++
+	out.Grow(len(query) + len(b.table))
+	for {
+		i := strings.Index(query, "{t}")
+		if i < 0 {
+			out.WriteString(query)
+			return out.String()
 		}
+		out.WriteString(query[:i])
+		out.WriteString(b.table)
+		query = query[i+len("{t}"):]
 	}
-	return nil
 }
 
 // writeLiteral writes v to out as a PostgreSQL literal: NULL, a boolean,

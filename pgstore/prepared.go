@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -28,11 +27,7 @@ func (b *Backend) driverStatement(ctx context.Context, query string) (*sql.Stmt,
 	if st, ok := b.stmts.Load(query); ok {
 		return st.(*sql.Stmt), nil
 	}
-	text, err := b.render(query, nil, false) // {t} only: values are parameters in this mode
-	if err != nil {
-		return nil, err
-	}
-	st, err := b.db.PrepareContext(ctx, text)
+	st, err := b.db.PrepareContext(ctx, b.render(query)) // values are parameters in this mode
 	if err != nil {
 		return nil, err
 	}
@@ -80,14 +75,13 @@ func (b *Backend) prepared(query string) *preparedStatement {
 	if ps, ok := b.stmts.Load(query); ok {
 		return ps.(*preparedStatement)
 	}
-	var text strings.Builder
-	_ = b.expand(&text, query, nil, false) // cannot fail without inlining
-	sum := sha256.Sum256([]byte(text.String()))
+	text := b.render(query)
+	sum := sha256.Sum256([]byte(text))
 	ps := &preparedStatement{name: "pgsession_" + hex.EncodeToString(sum[:24]), params: maxParam(query)}
 	// The DO body is a string literal holding the PREPARE as a string
 	// literal: quoted twice, whatever the table name holds. The texts are
-	// valid UTF-8 without NUL (expand writes what setTable accepted).
-	inner, _ := quoteString("PREPARE " + ps.name + " AS " + text.String())
+	// valid UTF-8 without NUL (render writes what setTable accepted).
+	inner, _ := quoteString("PREPARE " + ps.name + " AS " + text)
 	body, _ := quoteString("BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE name = '" + ps.name + "') THEN EXECUTE " +
 		inner + "; END IF; END")
 	ps.prepare = "DO " + body + "; "
@@ -144,8 +138,7 @@ func (b *Backend) execute(ps *preparedStatement, args []any) (string, error) {
 // statement, when the server connection lacked it. That error comes before
 // the EXECUTE ran, so nothing was done.
 func (ps *preparedStatement) retry(text string, err error) (string, bool) {
-	var e interface{ SQLState() string }
-	if !errors.As(err, &e) || e.SQLState() != "26000" || !strings.Contains(err.Error(), ps.name) {
+	if sqlState(err) != "26000" || !strings.Contains(err.Error(), ps.name) {
 		return "", false
 	}
 	return ps.prepare + strings.TrimPrefix(text, ps.prepare), true
