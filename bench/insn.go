@@ -32,7 +32,8 @@ var insnBenchmarks = []string{"BenchmarkReadPgsessionMemory", "BenchmarkReadPgse
 // the lengths, so the binary's start and the benchmark's setup cancel out.
 // GOGC=off (no collection during the loop, so the count does not depend on
 // when one happens; allocations are reported separately by -benchmem),
-// GOMAXPROCS=1 and asyncpreemptoff=1 make the count repeatable.
+// GOMAXPROCS=1 and asyncpreemptoff=1 make the count repeatable; cpu.rdtscp=off keeps
+// the runtime off RDTSCP, which valgrind 3.19 cannot run (SIGILL on CPUs that have it).
 func instructions(databaseURL string) ([]insnResult, error) {
 	if _, err := exec.LookPath("valgrind"); err != nil {
 		return nil, errors.New("-insn needs valgrind (apt-get install valgrind)")
@@ -70,7 +71,7 @@ func callgrind(bin, databaseURL, name string, n int) (float64, error) {
 	pattern := "^" + strings.ReplaceAll(name, "/", "$/^") + "$"
 	cmd := exec.Command("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", bin,
 		"-test.run", "^$", "-test.bench", pattern, "-test.benchtime", strconv.Itoa(n)+"x")
-	cmd.Env = append(os.Environ(), "GOGC=off", "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1", "DATABASE_URL="+databaseURL)
+	cmd.Env = append(os.Environ(), "GOGC=off", "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off", "DATABASE_URL="+databaseURL)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("valgrind: %w: %s", err, lastLines(string(out), 10))

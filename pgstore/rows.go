@@ -39,6 +39,8 @@ type loadedRow struct {
 	rec       backend.Record
 	args      [2]any
 	data, sid sql.RawBytes // valid until the rows move on: decoded in scan
+	created   int64        // microseconds since the Unix epoch (sqlLoadColumns)
+	accessed  int64
 	lt        storedLifetime
 	found     bool
 	decodeErr error
@@ -49,10 +51,11 @@ func (l *loadedRow) scan(rows *sql.Rows) error {
 	if !rows.Next() {
 		return rows.Err()
 	}
-	if err := rows.Scan(&l.data, &l.rec.Created, &l.rec.Accessed, &l.sid, &l.lt.idle, &l.lt.absolute, &l.lt.persistent); err != nil {
+	if err := rows.Scan(&l.data, &l.created, &l.accessed, &l.sid, &l.lt.idle, &l.lt.absolute, &l.lt.persistent); err != nil {
 		return err
 	}
 	l.found = true
+	l.rec.Created, l.rec.Accessed = time.UnixMicro(l.created).UTC(), time.UnixMicro(l.accessed).UTC()
 	copy(l.rec.SessionID[:], l.sid)
 	l.rec.Data, l.decodeErr = sessiondata.DecodeData(l.data)
 	return nil

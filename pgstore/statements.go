@@ -11,10 +11,14 @@ package pgstore
 // on Citus that asks every shard, on PostgreSQL it uses the primary key's
 // first column; the session's first write names the row by both.
 const (
-	sqlLoad = `SELECT data, created_at, accessed_at, session_id, idle_timeout_ms, absolute_timeout_ms, persistent
-		FROM {t} WHERE key_hash = $1 AND session_id = $2`
-	sqlLoadByKey = `SELECT data, created_at, accessed_at, session_id, idle_timeout_ms, absolute_timeout_ms, persistent
-		FROM {t} WHERE key_hash = $1`
+	// The columns a load reads (see loadedRow.scan). The two times come as
+	// microseconds since the Unix epoch, exact (numeric arithmetic): a
+	// bigint reaches the driver in 8 binary bytes, where a timestamptz is
+	// text for it to parse, the largest part of decoding the row.
+	sqlLoadColumns = `data, (extract(epoch FROM created_at) * 1000000)::bigint, (extract(epoch FROM accessed_at) * 1000000)::bigint,
+		session_id, idle_timeout_ms, absolute_timeout_ms, persistent`
+	sqlLoad      = `SELECT ` + sqlLoadColumns + ` FROM {t} WHERE key_hash = $1 AND session_id = $2`
+	sqlLoadByKey = `SELECT ` + sqlLoadColumns + ` FROM {t} WHERE key_hash = $1`
 	// A row already under the new key can only be this insert's own
 	// earlier attempt (the key is 256 random bits), whose answer was lost:
 	// the repeat then does nothing. No conflict target: the primary key is
