@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"hash"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,7 +36,7 @@ const maxCookieValue = 512
 // session's ID, zero in a token of the old form (key alone), whose session
 // is then found by the key alone.
 type credential struct {
-	key []byte
+	key []byte // never modified: shared by the requests that send one token (see verifiedValues)
 	sid SessionID
 	id  backend.ID // the key's hash, under which the backend stores it
 }
@@ -163,6 +164,44 @@ func (v *verifier) verify(nameBar []byte, value string) (credential, bool) {
 	}
 	c.key = bytes.Clone(v.keyb[k : k+keyLength])
 	return c, true
+}
+
+// maxCookies is net/http's limit on the cookies of a request (its
+// default httpcookiemaxnum): a request with more has none.
+const maxCookies = 3000
+
+// cookiesWithinLimit reports whether the Cookie header lines hold at most
+// maxCookies cookies, counted as net/http counts them. Beyond that,
+// net/http's Request.Cookies returns none, and so does the middleware.
+func cookiesWithinLimit(lines []string) bool {
+	n := 0
+	for _, line := range lines {
+		n += strings.Count(line, ";") + 1
+	}
+	return n <= maxCookies
+}
+
+// nextCookie returns the value of the first cookie named name in line, a
+// Cookie header line or the rest of one that nextCookie returned, and the
+// rest of the line after it. It splits and trims as net/http's
+// Request.CookiesNamed does (surrounding double quotes are removed), without
+// its allocations; it does not check the value's bytes, as a value counts
+// only once it verifies (signer.decodeCurrent), and a value of any other
+// bytes does not.
+func nextCookie(line, name string) (value, rest string, ok bool) {
+	for line != "" {
+		var part string
+		part, line, _ = strings.Cut(line, ";")
+		n, v, _ := strings.Cut(textproto.TrimString(part), "=")
+		if textproto.TrimString(n) != name {
+			continue
+		}
+		if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		return v, line, true
+	}
+	return "", "", false
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>"

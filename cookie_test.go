@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -226,5 +228,66 @@ func TestSignerRemembersVerifiedValues(t *testing.T) {
 	}
 	if _, _, ok := s.seen.get("0"); ok || s.seen.n.Load() != 1 {
 		t.Errorf("after %d values: the first still remembered (%v), %d counted; want a fresh memory", maxVerified+1, ok, s.seen.n.Load())
+	}
+}
+
+// The middleware's own scan of Cookie headers (nextCookie) finds what
+// net/http's Request.CookiesNamed finds, in the same order: on random
+// header lines built from the bytes that matter to the split (separators,
+// quotes, white space, the name's own letters), every value CookiesNamed
+// returns is the one nextCookie returns at that place; nextCookie may also
+// return values whose bytes net/http rejects (they cannot verify). Past
+// net/http's cookie limit, both find none.
+func TestNextCookieMatchesNetHTTP(t *testing.T) {
+	const name = "sid"
+	alphabet := []string{"sid", "s", "id", "=", ";", "; ", " ", "\t", `"`, "v", "AZ-_", ",", "\\", "\x7f", "é", "sid=x"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	validByte := func(b byte) bool { return 0x20 <= b && b < 0x7f && b != '"' && b != ';' && b != '\\' }
+	valid := func(v string) bool {
+		for i := range len(v) {
+			if !validByte(v[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	fixed := [][]string{{`sid="abc"`}, {` sid = "a b" ;sid=`, `x=1;sid="";sid="q`}, {`SID=a; sid=b; sid =c;sid= d `}, {`sid`, `sid=a=b`}}
+	for i := range 20000 {
+		var lines []string
+		for range 1 + rng.IntN(2) {
+			var b strings.Builder
+			for range rng.IntN(12) {
+				b.WriteString(alphabet[rng.IntN(len(alphabet))])
+			}
+			lines = append(lines, b.String())
+		}
+		if i < len(fixed) {
+			lines = fixed[i]
+		}
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header["Cookie"] = lines
+		var want, got []string
+		for _, c := range r.CookiesNamed(name) {
+			want = append(want, c.Value)
+		}
+		for _, line := range lines {
+			for v, rest, ok := nextCookie(line, name); ok; v, rest, ok = nextCookie(rest, name) {
+				if valid(v) {
+					got = append(got, v)
+				}
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("case %d, lines %q: nextCookie found %q, net/http %q", i, lines, got, want)
+		}
+	}
+	many := []string{strings.Repeat("a=1; ", maxCookies) + "sid=x"}
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header["Cookie"] = many
+	if cookiesWithinLimit(many) || len(r.CookiesNamed(name)) != 0 {
+		t.Fatalf("%d cookies: within limit %v, net/http found %d", maxCookies+1, cookiesWithinLimit(many), len(r.CookiesNamed(name)))
+	}
+	if few := []string{strings.Repeat("a=1; ", maxCookies-1) + "sid=x"}; !cookiesWithinLimit(few) {
+		t.Fatalf("%d cookies: not within limit", maxCookies)
 	}
 }

@@ -190,10 +190,7 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 		return nil
 	}
 	m.stats.loads.Add(1)
-	s.data = live.Data
-	for k, v := range live.Data {
-		s.size += entrySize(k, v)
-	}
+	s.data, s.size = live.Data, -1 // counted when first needed (see Session.dataSize)
 	return nil
 }
 
@@ -222,16 +219,22 @@ func (m *Manager) keysFromRequest(r *http.Request, keys []credential, signed *[m
 	if !m.cfg.Carrier.cookies() {
 		return nil, false
 	}
-	for _, c := range r.CookiesNamed(m.signer.name) {
-		key, current, ok := m.signer.decodeCurrent(c.Value)
-		if !ok || slices.ContainsFunc(keys, func(k credential) bool { return bytes.Equal(k.key, key.key) }) {
-			continue
-		}
-		if current {
-			signed[len(keys)] = c.Value
-		}
-		if keys = append(keys, key); len(keys) > maxCookieKeys {
-			break
+	lines := r.Header["Cookie"]
+	if !cookiesWithinLimit(lines) {
+		return keys, false
+	}
+	for _, line := range lines {
+		for value, rest, ok := nextCookie(line, m.signer.name); ok; value, rest, ok = nextCookie(rest, m.signer.name) {
+			key, current, ok := m.signer.decodeCurrent(value)
+			if !ok || slices.ContainsFunc(keys, func(k credential) bool { return bytes.Equal(k.key, key.key) }) {
+				continue
+			}
+			if current {
+				signed[len(keys)] = value
+			}
+			if keys = append(keys, key); len(keys) > maxCookieKeys {
+				return keys, false
+			}
 		}
 	}
 	return keys, false

@@ -62,13 +62,13 @@ type Session struct {
 	outer  *Session        // the session the context carried before this one was added, or nil
 
 	mu      sync.Mutex
-	key     []byte                     // the key of the stored row, nil if none
+	key     []byte                     // the key of the stored row, nil if none; never modified (shared, see verifiedValues)
 	sid     SessionID                  // the SessionID of the stored row, with key
 	signed  string                     // the request's cookie value for key, if signed with the current hash key
 	newKey  []byte                     // the key a new or rotated row will get, once chosen
 	data    map[string]json.RawMessage // current view; shared with loaded.Data until owned
 	owned   bool                       // data is a private copy
-	size    int                        // approximate JSON size of data
+	size    int                        // approximate JSON size of data, -1 until counted (see dataSize)
 	dirty   map[string]struct{}        // keys changed by this request
 	cleared bool
 	rotate  bool
@@ -145,7 +145,7 @@ func (s *Session) Set(key string, value any) error {
 	if had && sessiondata.JSONEqual(old, raw) {
 		return nil
 	}
-	size := s.size + entrySize(key, raw)
+	size := s.dataSize() + entrySize(key, raw)
 	if had {
 		size -= entrySize(key, old)
 	}
@@ -171,7 +171,7 @@ func (s *Session) Delete(key string) error {
 		return err
 	}
 	if old, ok := s.data[key]; ok {
-		s.size -= entrySize(key, old)
+		s.size = s.dataSize() - entrySize(key, old)
 		s.own()
 		delete(s.data, key)
 		s.markDirty(key)
@@ -194,6 +194,19 @@ func (s *Session) Clear() error {
 	s.cleared = true
 	s.data, s.dirty, s.size, s.owned = nil, nil, 0, false
 	return nil
+}
+
+// dataSize returns the approximate JSON size of s.data (the sum of
+// entrySize), counting it at the first call after the load: a request that
+// changes nothing never counts it. s.mu must be held.
+func (s *Session) dataSize() int {
+	if s.size < 0 {
+		s.size = 0
+		for k, v := range s.data {
+			s.size += entrySize(k, v)
+		}
+	}
+	return s.size
 }
 
 // own gives the session a private, writable copy of its data, leaving the
@@ -236,7 +249,7 @@ func (s *Session) Pop(key string, dst any) (bool, error) {
 	if err := json.Unmarshal(raw, dst); err != nil {
 		return true, fmt.Errorf("pgsession: Pop %q: %w", key, err)
 	}
-	s.size -= entrySize(key, raw)
+	s.size = s.dataSize() - entrySize(key, raw)
 	s.own()
 	delete(s.data, key)
 	s.markDirty(key)
