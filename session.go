@@ -111,7 +111,7 @@ func (s *Session) Get(key string, dst any) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	if err := json.Unmarshal(raw, dst); err != nil {
+	if err := sessiondata.DecodeValue(raw, dst); err != nil {
 		return true, fmt.Errorf("pgsession: Get %q: %w", key, err)
 	}
 	return true, nil
@@ -246,7 +246,7 @@ func (s *Session) Pop(key string, dst any) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	if err := json.Unmarshal(raw, dst); err != nil {
+	if err := sessiondata.DecodeValue(raw, dst); err != nil {
 		return true, fmt.Errorf("pgsession: Pop %q: %w", key, err)
 	}
 	s.size = s.dataSize() - entrySize(key, raw)

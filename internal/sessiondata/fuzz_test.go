@@ -32,8 +32,40 @@ func FuzzDecodeData(f *testing.F) {
 			if g, ok := got[k]; !ok || !bytes.Equal(g, v) {
 				t.Fatalf("DecodeData(%q)[%q] = %q, json.Unmarshal %q", data, k, g, v)
 			}
+			checkDecodeValue(t, v)
 		}
 	})
+}
+
+// checkDecodeValue compares DecodeValue with json.Unmarshal on raw, into
+// each type it decodes directly and one it does not, starting from a value
+// already there (json.Unmarshal of null leaves it).
+func checkDecodeValue(t *testing.T, raw []byte) {
+	t.Helper()
+	for _, newDst := range []func() any{
+		func() any { s := "old"; return &s },
+		func() any { n := 7; return &n },
+		func() any { n := int64(7); return &n },
+		func() any { b := true; return &b },
+		func() any { f := 1.5; return &f },
+	} {
+		got, want := newDst(), newDst()
+		err, wantErr := DecodeValue(raw, got), json.Unmarshal(raw, want)
+		if (err == nil) != (wantErr == nil) || err != nil && err.Error() != wantErr.Error() || !reflect.DeepEqual(got, want) {
+			t.Fatalf("DecodeValue(%q, %T) = %v (%v), json.Unmarshal %v (%v)", raw, got, reflect.ValueOf(got).Elem(), err,
+				reflect.ValueOf(want).Elem(), wantErr)
+		}
+	}
+}
+
+// TestDecodeValueEdges checks DecodeValue where its direct decoding ends;
+// FuzzDecodeData checks it on every value of the objects it decodes.
+func TestDecodeValueEdges(t *testing.T) {
+	for _, raw := range []string{`"plain"`, `""`, `"a\"b"`, `"\u00e9"`, "\"\xff\"", `"é"`, `0`, `-0`, `007`, `-`, `12`, `-12`,
+		`1.0`, `1e3`, `9223372036854775807`, `9223372036854775808`, `-9223372036854775808`, `-9223372036854775809`,
+		`99999999999999999999`, `true`, `false`, `null`, `[1]`, `{"a":1}`} {
+		checkDecodeValue(t, []byte(raw))
+	}
 }
 
 // FuzzJSONEqual checks JSONEqual's shortcut for scalars against the full
