@@ -66,6 +66,7 @@ type Backend struct {
 	base    string // unquoted table name without schema, for index names
 	schema  string // unquoted schema, or "" for the search path
 	timeout time.Duration
+	watch   *watch        // of the statements in flight, when timeout > 0
 	err     error         // a bad option, reported by every call
 	mode    statementMode // the option given; plan is what it resolved to
 	plan    atomic.Pointer[plan]
@@ -165,6 +166,9 @@ func New(db *sqlx.DB, opts ...Option) *Backend {
 	}
 	if db == nil {
 		b.err = errors.New("pgsession: NewPostgresBackend: db is nil")
+	}
+	if b.timeout > 0 {
+		b.watch = newWatch(b.timeout)
 	}
 	return b
 }

@@ -32,7 +32,7 @@ func (b *Backend) exec(ctx context.Context, query string, args ...any) (int64, e
 // see prepared.go); or with the values as parameters (pgx, which prepares
 // statements under names derived from their text).
 //
-// The whole call is bounded by the query timeout. If ctx ends before the
+// The whole call is bounded by the query timeout (see watch). If ctx ends before the
 // statement has returned, the outcome is unknown and run returns an error
 // wrapping ctx.Err(), even if the driver reported success. A connection
 // found dead (driver.ErrBadConn) is retried, at most three attempts in all,
@@ -44,8 +44,11 @@ func (b *Backend) run(ctx context.Context, query string, args []any, scan func(*
 	if b.err != nil {
 		return 0, b.err
 	}
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
+	if b.watch != nil {
+		c := b.watch.start(ctx)
+		defer c.stop()
+		ctx = c
+	}
 	p, err := b.stack(ctx)
 	if err != nil {
 		return 0, err
