@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -26,39 +27,64 @@ func (b *Backend) Load(ctx context.Context, id backend.ID, sid backend.SessionID
 	if !l.found {
 		return nil, backend.ErrNotFound
 	}
-	if l.decodeErr != nil {
-		return nil, fmt.Errorf("pgsession: session %s: stored data is not a JSON object: %w", id, l.decodeErr)
+	if l.err != nil {
+		return nil, fmt.Errorf("pgsession: session %s: %w", id, l.err)
 	}
-	l.rec.Lifetime = l.lt.lifetime()
 	return &l.rec, nil
 }
 
 // loadedRow is what Load reads, in one allocation: the record and the
 // scan's destinations.
 type loadedRow struct {
-	rec       backend.Record
-	args      [2]any
-	data, sid sql.RawBytes // valid until the rows move on: decoded in scan
-	created   int64        // microseconds since the Unix epoch (sqlLoadColumns)
-	accessed  int64
-	lt        storedLifetime
-	found     bool
-	decodeErr error
+	rec        backend.Record
+	args       [2]any
+	data, meta sql.RawBytes // valid until the rows move on: decoded in scan
+	lifetime   backend.Lifetime
+	found      bool
+	err        error // the row's data or meta did not decode
 }
 
-// scan reads the row, if any, and decodes its data.
+// metaLength is the length of the packed column of sqlLoadColumns.
+const metaLength = len(backend.SessionID{}) + 5*8
+
+// scan reads the row, if any, and decodes it.
 func (l *loadedRow) scan(rows *sql.Rows) error {
 	if !rows.Next() {
 		return rows.Err()
 	}
-	if err := rows.Scan(&l.data, &l.created, &l.accessed, &l.sid, &l.lt.idle, &l.lt.absolute, &l.lt.persistent); err != nil {
+	if err := rows.Scan(&l.data, &l.meta); err != nil {
 		return err
 	}
 	l.found = true
-	l.rec.Created, l.rec.Accessed = time.UnixMicro(l.created).UTC(), time.UnixMicro(l.accessed).UTC()
-	copy(l.rec.SessionID[:], l.sid)
-	l.rec.Data, l.decodeErr = sessiondata.DecodeData(l.data)
+	m := l.meta
+	if len(m) != metaLength {
+		l.err = fmt.Errorf("unexpected row metadata %x (the statement and its decoding disagree)", m)
+		return nil
+	}
+	var v [5]int64
+	for i := range v {
+		v[i] = int64(binary.BigEndian.Uint64(m[len(l.rec.SessionID)+8*i:]))
+	}
+	copy(l.rec.SessionID[:], m)
+	l.rec.Created, l.rec.Accessed = time.UnixMicro(v[0]).UTC(), time.UnixMicro(v[1]).UTC()
+	if own := v[2]; own != 0 {
+		l.lifetime = backend.Lifetime{IdleTimeout: timeoutMS(v[3]), AbsoluteTimeout: timeoutMS(v[4]), Persistent: own == 2}
+		l.rec.Lifetime = &l.lifetime
+	}
+	var err error
+	if l.rec.Data, err = sessiondata.DecodeData(l.data); err != nil {
+		l.err = fmt.Errorf("stored data is not a JSON object: %w", err)
+	}
 	return nil
+}
+
+// timeoutMS is a stored timeout in milliseconds as a duration: -1 (none)
+// stays -1.
+func timeoutMS(ms int64) time.Duration {
+	if ms < 0 {
+		return -1
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // Apply implements backend.Backend: one statement per action. An insert or rotation
@@ -146,13 +172,7 @@ func (l storedLifetime) lifetime() *backend.Lifetime {
 	if !l.idle.Valid {
 		return nil
 	}
-	d := func(ms sql.NullInt64) time.Duration {
-		if ms.Int64 < 0 {
-			return -1
-		}
-		return time.Duration(ms.Int64) * time.Millisecond
-	}
-	return &backend.Lifetime{IdleTimeout: d(l.idle), AbsoluteTimeout: d(l.absolute), Persistent: l.persistent.Bool}
+	return &backend.Lifetime{IdleTimeout: timeoutMS(l.idle.Int64), AbsoluteTimeout: timeoutMS(l.absolute.Int64), Persistent: l.persistent.Bool}
 }
 
 // lifetimeArgs returns l as the lifetime columns' values (NULLs for nil).
