@@ -291,3 +291,22 @@ func TestNextCookieMatchesNetHTTP(t *testing.T) {
 		t.Fatalf("%d cookies: not within limit", maxCookies)
 	}
 }
+
+// appendHTTPDate writes what AppendFormat(http.TimeFormat) writes, in UTC,
+// at every kind of date: each month and weekday, single digits, leap days,
+// years at the edges of its own path and beyond, other time zones.
+func TestAppendHTTPDate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	zone := time.FixedZone("X", -(9*3600 + 30*60))
+	times := []time.Time{time.Date(2024, 2, 29, 23, 59, 59, 999999999, time.UTC), time.Date(999, 12, 31, 23, 0, 0, 0, time.UTC),
+		time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 12, 31, 20, 0, 0, 0, zone), time.Unix(0, 0)}
+	for range 20000 {
+		times = append(times, time.Unix(rng.Int64N(400*365*86400)-100*365*86400, rng.Int64N(1e9)).In(zone))
+	}
+	for _, tm := range times {
+		if got, want := string(appendHTTPDate([]byte("x"), tm)), "x"+tm.UTC().Format(http.TimeFormat); got != want {
+			t.Fatalf("appendHTTPDate(%v) = %q, want %q", tm, got, want)
+		}
+	}
+}

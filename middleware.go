@@ -329,17 +329,19 @@ func (m *Manager) setCookies(h http.Header, d decision, sid SessionID, key []byt
 				return fmt.Errorf("pgsession: sign cookie: %w", err)
 			}
 		}
-		h.Add("Set-Cookie", cc.sessionHeader(v, d.expires, now))
+		// The header names are in canonical form: the map is used directly,
+		// as h.Add and h.Set would after canonicalizing them.
+		h["Set-Cookie"] = append(h["Set-Cookie"], cc.sessionHeader(v, d.expires, now))
 		if cc.IndicatorName != "" {
-			h.Add("Set-Cookie", cc.indicator(d.expires, now).String())
+			h["Set-Cookie"] = append(h["Set-Cookie"], cc.indicator(d.expires, now).String())
 		}
 	case cookieExpire:
-		h.Add("Set-Cookie", cc.expired(cc.Name).String())
+		h["Set-Cookie"] = append(h["Set-Cookie"], cc.expired(cc.Name).String())
 		if cc.IndicatorName != "" {
-			h.Add("Set-Cookie", cc.expired(cc.IndicatorName).String())
+			h["Set-Cookie"] = append(h["Set-Cookie"], cc.expired(cc.IndicatorName).String())
 		}
 	}
-	h.Set("Cache-Control", privateCacheControl(h.Values("Cache-Control")))
+	h["Cache-Control"] = []string{privateCacheControl(h["Cache-Control"])}
 	return nil
 }
 

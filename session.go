@@ -129,7 +129,7 @@ func (s *Session) Set(key string, value any) error {
 	if !utf8.ValidString(key) {
 		return fmt.Errorf("%w: key %q is not valid UTF-8", ErrInvalidValue, key)
 	}
-	raw, err := json.Marshal(value)
+	raw, err := sessiondata.EncodeValue(value)
 	if err != nil {
 		return fmt.Errorf("%w: Set %q: %w", ErrInvalidValue, key, err)
 	}

@@ -218,15 +218,11 @@ func nullTime(t time.Time) any {
 	return t
 }
 
-// jsonObject encodes set as a JSON object text. Values are valid JSON (they
-// come from json.Marshal), so this cannot fail.
+// jsonObject encodes set as a JSON object text. Its values are valid JSON
+// (from json.Marshal, or loaded from the table).
 func jsonObject(set map[string]json.RawMessage) string {
 	if len(set) == 0 {
 		return "{}"
 	}
-	b, err := json.Marshal(set)
-	if err != nil {
-		return "{}" // unreachable: every value was produced by json.Marshal
-	}
-	return string(b)
+	return string(sessiondata.AppendObject(make([]byte, 0, 64), set))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"strconv"
 	"testing"
 )
 
@@ -85,6 +86,40 @@ func FuzzJSONEqual(f *testing.F) {
 		want := bytes.Equal(a, b) || errA == nil && errB == nil && reflect.DeepEqual(x, y)
 		if got := JSONEqual(a, b); got != want {
 			t.Fatalf("JSONEqual(%q, %q) = %v, want %v", a, b, got, want)
+		}
+	})
+}
+
+// FuzzEncode checks EncodeValue against json.Marshal on arbitrary strings
+// and numbers (the same bytes), and AppendObject against json.Marshal of
+// the map (the same JSON value): a key of the fuzzed string, with a value
+// EncodeValue wrote.
+func FuzzEncode(f *testing.F) {
+	for _, s := range []string{"", "plain", `q"uote`, `back\slash`, "<a&b>", "tab\t", "é", "\u2028", "\xff", "{}"} {
+		f.Add(s, int64(len(s)))
+	}
+	f.Add("x", int64(-1<<63))
+	f.Fuzz(func(t *testing.T, s string, n int64) {
+		for _, v := range []any{s, n, int(n), n%2 == 0, float64(n), []string{s}} {
+			got, err := EncodeValue(v)
+			want, wantErr := json.Marshal(v)
+			if !bytes.Equal(got, want) || (err == nil) != (wantErr == nil) {
+				t.Fatalf("EncodeValue(%#v) = %s, %v; json.Marshal %s, %v", v, got, err, want, wantErr)
+			}
+		}
+		value, _ := EncodeValue(s)
+		set := map[string]json.RawMessage{s: value, "n": json.RawMessage(strconv.FormatInt(n, 10)), "o": json.RawMessage(`{"a": [1, 2]}`)}
+		got := AppendObject(nil, set)
+		want, err := json.Marshal(set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var x, y any
+		if err := json.Unmarshal(got, &x); err != nil {
+			t.Fatalf("AppendObject(%q) = %s: %v", set, got, err)
+		}
+		if err := json.Unmarshal(want, &y); err != nil || !reflect.DeepEqual(x, y) {
+			t.Fatalf("AppendObject(%q) = %s, json.Marshal %s", set, got, want)
 		}
 	})
 }
