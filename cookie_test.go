@@ -1,6 +1,7 @@
 package pgsession
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -14,6 +15,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorilla/securecookie"
+
+	"github.com/pgsession/pgsession/backend"
 )
 
 // securecookieValue builds a securecookie value by hand with an arbitrary
@@ -35,12 +40,11 @@ func TestSignerIgnoresCookieAge(t *testing.T) {
 	if got, ok := s.decode(v); !ok || !got.equal(c) {
 		t.Fatalf("a 400-day-old cookie did not verify")
 	}
-	// The hand-built format is securecookie's: a fresh one round-trips.
-	enc, err := s.encode(c.sid, c.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, ok := s.decode(enc); !ok || !got.equal(c) {
+	// The hand-built format is securecookie's: a fresh one round-trips,
+	// verified by a signer that did not sign it (and so has not
+	// remembered it).
+	enc := s.encode(c.sid, c.key, backend.ID{})
+	if got, ok := newSigner("session-key", [][]byte{hashKey}).decode(enc); !ok || !got.equal(c) {
 		t.Fatal("round trip failed")
 	}
 	// A token of the old form, the key alone, verifies with a zero SessionID.
@@ -193,33 +197,37 @@ func (c credential) payload() []byte {
 func (c credential) equal(d credential) bool { return c.sid == d.sid && string(c.key) == string(d.key) }
 
 // A value that verified is remembered: the next decode of the very same
-// string gives the same credential (a copy of its key, with its hash)
-// without verifying again, a forged value is never remembered, and the
-// memory starts afresh past maxVerified values.
+// string gives the same credential, with its hash, without verifying again;
+// so is a value the signer signed itself; a forged value is never
+// remembered, and the memory starts afresh past maxVerified values.
 func TestSignerRemembersVerifiedValues(t *testing.T) {
 	hashKey := []byte(strings.Repeat("k", 32))
 	s := newSigner("session-key", [][]byte{hashKey})
 	c := credential{key: newKey(), sid: newSessionID()}
-	v, err := s.encode(c.sid, c.key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := securecookieValue("session-key", hashKey, c.payload(), time.Now())
 	first, cur, ok := s.decodeCurrent(v)
 	if !ok || !cur || !first.equal(c) || first.id != idOf(c.key) || s.seen.n.Load() != 1 {
 		t.Fatalf("first decode: %+v, current %v, %v; %d remembered", first, cur, ok, s.seen.n.Load())
 	}
-	first.key[0] ^= 0xff // the caller's own copy
+	signed := credential{key: newKey(), sid: newSessionID()}
+	enc := s.encode(signed.sid, signed.key, backend.ID{})
+	if s.seen.n.Load() != 2 {
+		t.Fatalf("after encode: %d remembered, want 2", s.seen.n.Load())
+	}
 	// Break every verifier: only the memory can answer now.
 	s.macs = []*sync.Pool{{New: func() any { return &verifier{mac: hmac.New(sha256.New, []byte("not the key"))} }}}
 	again, cur, ok := s.decodeCurrent(v)
 	if !ok || !cur || !again.equal(c) || again.id != idOf(c.key) {
 		t.Fatalf("a remembered value: %+v, current %v, %v; want %+v", again, cur, ok, c)
 	}
+	if got, cur, ok := s.decodeCurrent(enc); !ok || !cur || !got.equal(signed) || got.id != idOf(signed.key) {
+		t.Fatalf("a value the signer signed: %+v, current %v, %v; want %+v", got, cur, ok, signed)
+	}
 	if _, ok := s.decode(v[:len(v)-2] + "AA"); ok {
 		t.Fatal("a tampered value verified")
 	}
-	if n := s.seen.n.Load(); n != 1 {
-		t.Fatalf("%d values remembered after a forged one, want 1", n)
+	if n := s.seen.n.Load(); n != 2 {
+		t.Fatalf("%d values remembered after a forged one, want 2", n)
 	}
 	// Past maxVerified values the memory starts afresh.
 	s = newSigner("session-key", [][]byte{hashKey})
@@ -307,6 +315,32 @@ func TestAppendHTTPDate(t *testing.T) {
 	for _, tm := range times {
 		if got, want := string(appendHTTPDate([]byte("x"), tm)), "x"+tm.UTC().Format(http.TimeFormat); got != want {
 			t.Fatalf("appendHTTPDate(%v) = %q, want %q", tm, got, want)
+		}
+	}
+}
+
+// The signer writes securecookie's format: gorilla's own Decode, with the
+// settings of the format (hash key only, MaxAge 0, NopEncoder), reads every
+// token back to its payload, for each hash key position and cookie name,
+// and the value's date is now.
+func TestSignerFormat(t *testing.T) {
+	for _, name := range []string{"session-key", "__Host-x", "a"} {
+		hashKey := []byte(strings.Repeat(name, 40)[:40])
+		s := newSigner(name, [][]byte{hashKey, []byte(strings.Repeat("o", 32))})
+		reference := securecookie.New(hashKey, nil).MaxAge(0).SetSerializer(securecookie.NopEncoder{})
+		for range 100 {
+			c := credential{key: newKey(), sid: newSessionID()}
+			before := time.Now().Unix()
+			enc := s.encode(c.sid, c.key, backend.ID{})
+			var payload []byte
+			if err := reference.Decode(name, enc, &payload); err != nil || !bytes.Equal(payload, c.payload()) {
+				t.Fatalf("securecookie decodes %q as %x, %v; want %x", enc, payload, err, c.payload())
+			}
+			raw, _ := base64.URLEncoding.DecodeString(enc)
+			date, _, _ := strings.Cut(string(raw), "|")
+			if d, err := strconv.ParseInt(date, 10, 64); err != nil || d < before || d > time.Now().Unix() {
+				t.Fatalf("date %q, want the time of signing", date)
+			}
 		}
 	}
 }

@@ -38,14 +38,14 @@ func FuzzCookie(f *testing.F) {
 		f.Fatal(err)
 	}
 	s := m.signer
-	valid, _ := s.encode(newSessionID(), make([]byte, keyLength))
+	reference := securecookie.New(hashKey, nil).MaxAge(0).MaxLength(maxCookieValue).SetSerializer(securecookie.NopEncoder{})
+	valid := s.encode(newSessionID(), make([]byte, keyLength), backend.ID{})
 	f.Add(valid)
-	oldForm, _ := s.codec.Encode(m.CookieName(), make([]byte, keyLength))
+	oldForm, _ := reference.Encode(m.CookieName(), make([]byte, keyLength))
 	f.Add(oldForm)
 	f.Add("")
 	f.Add(valid[:len(valid)-1])
 	f.Add(strings.Repeat("A", 600))
-	reference := securecookie.New(hashKey, nil).MaxAge(0).MaxLength(maxCookieValue).SetSerializer(securecookie.NopEncoder{})
 	h := m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var v any
 		_, _ = FromContext(r.Context()).Get("x", &v)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/pgsession/pgsession/backend"
 )
 
 // Load returns a context carrying the session whose signed token is given,
@@ -85,9 +87,5 @@ func (m *Manager) Save(ctx context.Context) (token string, err error) {
 	case s.token != "" && idOf(key) == s.loaded.ID:
 		return s.token, nil
 	}
-	token, err = m.signer.encode(sid, key)
-	if err != nil {
-		return "", fmt.Errorf("pgsession: sign token: %w", err)
-	}
-	return token, nil
+	return m.signer.encode(sid, key, backend.ID{}), nil
 }

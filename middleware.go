@@ -289,9 +289,7 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	if h == nil || s.bearer || !m.cfg.Carrier.cookies() {
 		return nil // the client keeps its token itself; it gets a new one through Token or Save
 	}
-	if err := m.setCookies(h, d, sid, key, signed, s.now); err != nil {
-		return err
-	}
+	m.setCookies(h, d, sid, key, signed, s.now)
 	if d.cookie == cookieSet && s.req != nil {
 		m.warnInsecureTransport(s.req)
 	}
@@ -316,18 +314,15 @@ func (m *Manager) apply(ctx context.Context, a backend.Action) error {
 // sid and key: the request's own value for key when it is current (see
 // signer.decodeCurrent), else signed anew (so a token of the old form moves
 // to the new one at the session's next write).
-func (m *Manager) setCookies(h http.Header, d decision, sid SessionID, key []byte, signed string, now time.Time) error {
+func (m *Manager) setCookies(h http.Header, d decision, sid SessionID, key []byte, signed string, now time.Time) {
 	cc := m.cfg.Cookie
 	switch d.cookie {
 	case cookieKeep:
-		return nil
+		return
 	case cookieSet:
 		v := signed
 		if v == "" {
-			var err error
-			if v, err = m.signer.encode(sid, key); err != nil {
-				return fmt.Errorf("pgsession: sign cookie: %w", err)
-			}
+			v = m.signer.encode(sid, key, d.action.New) // New: zero unless key is new
 		}
 		// The header names are in canonical form: the map is used directly,
 		// as h.Add and h.Set would after canonicalizing them.
@@ -342,7 +337,6 @@ func (m *Manager) setCookies(h http.Header, d decision, sid SessionID, key []byt
 		}
 	}
 	h["Cache-Control"] = []string{privateCacheControl(h["Cache-Control"])}
-	return nil
 }
 
 // fail logs err and lets the ErrorHandler answer instead of the handler.

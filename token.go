@@ -41,7 +41,7 @@ func Token(ctx context.Context) (string, error) {
 	}
 	// A rotation keeps the session ID; a new session gets the one its
 	// insert will store.
-	return s.m.signer.encode(s.sessionIDLocked(), key)
+	return s.m.signer.encode(s.sessionIDLocked(), key, backend.ID{}), nil
 }
 
 // chooseNewKey returns the key a new or rotated row gets, picking it on

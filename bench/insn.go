@@ -24,6 +24,7 @@ type insnResult struct {
 var insnBenchmarks = []string{"BenchmarkReadPgsessionMemory", "BenchmarkReadPgsessionFixed", "BenchmarkReadFloorFixed", "BenchmarkReadFloorStrictFixed",
 	"BenchmarkReadPostgres/" + recommendedDirect, "BenchmarkReadPostgres/floor", "BenchmarkReadPostgres/floor-strict",
 	"BenchmarkWritePostgres/" + recommendedDirect, "BenchmarkWritePostgres/floor",
+	"BenchmarkLoginPostgres/" + recommendedDirect, "BenchmarkLoginPostgres/floor",
 	"BenchmarkAnonPgsession", "BenchmarkAnonHello"}
 
 // instructions counts the instructions per request of each loop of

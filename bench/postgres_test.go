@@ -89,3 +89,27 @@ func BenchmarkWritePostgres(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLoginPostgres is /login (a user stored and the key rotated) on
+// PostgreSQL, each request with the cookie the previous one set.
+func BenchmarkLoginPostgres(b *testing.B) {
+	for _, name := range []string{recommendedDirect, "floor"} {
+		b.Run(name, func(b *testing.B) {
+			h, cookie := pgRead(b, name)
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx, cancel := context.WithCancel(context.Background())
+				req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/login", nil)
+				req.Header.Set("Cookie", cookie)
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				cancel()
+				cookies := rec.Result().Cookies()
+				if rec.Code != http.StatusOK || len(cookies) == 0 {
+					b.Fatalf("status %d, cookies %v: %q", rec.Code, cookies, rec.Body)
+				}
+				cookie = cookies[0].Name + "=" + cookies[0].Value
+			}
+		})
+	}
+}
