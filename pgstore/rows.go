@@ -102,8 +102,8 @@ func (b *Backend) Apply(ctx context.Context, a backend.Action) error {
 	case backend.OpInsert:
 		idle, absolute, persistent := lifetimeArgs(a.Lifetime)
 		ua, addr := deviceArgs(a.Device)
-		query, args := sqlInsert, []any{a.New[:], jsonObject(a.Patch.Set), a.Created, a.Accessed, nullString(a.Principal),
-			a.SessionID[:], idle, absolute, persistent, nullTime(a.Expires), ua, addr}
+		query, args := sqlInsert, []any{a.New[:], jsonObject(a.Patch.Set), timeArg(a.Created), timeArg(a.Accessed), nullString(a.Principal),
+			a.SessionID[:], idle, absolute, persistent, timeArg(a.Expires), ua, addr}
 		if a.Old != (backend.ID{}) {
 			query, args = sqlInsertReplacing, append(args, a.Old[:], a.OldSessionID[:])
 		}
@@ -112,21 +112,21 @@ func (b *Backend) Apply(ctx context.Context, a backend.Action) error {
 	case backend.OpUpdate:
 		switch {
 		case a.Patch.IsEmpty() && a.Lifetime == nil:
-			n, err = b.exec(ctx, sqlTouch, a.Old[:], nullTime(a.Accessed), nullTime(a.Expires), a.OldSessionID[:])
+			n, err = b.exec(ctx, sqlTouch, a.Old[:], timeArg(a.Accessed), timeArg(a.Expires), a.OldSessionID[:])
 		case !a.Patch.Replace && !a.SetPrincipal && a.Lifetime == nil:
-			n, err = b.exec(ctx, sqlPatch, a.Old[:], jsonObject(a.Patch.Set), array(a.Patch.Delete), nullTime(a.Accessed), nullTime(a.Expires),
+			n, err = b.exec(ctx, sqlPatch, a.Old[:], jsonObject(a.Patch.Set), array(a.Patch.Delete), timeArg(a.Accessed), timeArg(a.Expires),
 				a.OldSessionID[:])
 		default:
 			idle, absolute, persistent := lifetimeArgs(a.Lifetime)
-			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete), nullTime(a.Accessed),
-				a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent, nullTime(a.Expires), a.OldSessionID[:])
+			n, err = b.exec(ctx, sqlUpdate, a.Old[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete), timeArg(a.Accessed),
+				a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent, timeArg(a.Expires), a.OldSessionID[:])
 		}
 	case backend.OpRotate:
 		idle, absolute, persistent := lifetimeArgs(a.Lifetime)
 		ua, addr := deviceArgs(a.Device)
 		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete),
-			a.Created, a.Accessed, a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent,
-			nullTime(a.Expires), a.Device != nil, ua, addr, a.OldSessionID[:])
+			timeArg(a.Created), timeArg(a.Accessed), a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent,
+			timeArg(a.Expires), a.Device != nil, ua, addr, a.OldSessionID[:])
 		if err == nil && n == 0 {
 			// The old row is gone: by a concurrent logout or rotation, or
 			// by this very rotation, repeated after its answer was lost.
@@ -209,6 +209,15 @@ func nullString(s string) any {
 		return nil
 	}
 	return s
+}
+
+// timeArg passes t as microseconds since the Unix epoch, for a parameter
+// followed by micros in the statement (NULL for the zero time).
+func timeArg(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
 }
 
 func nullTime(t time.Time) any {

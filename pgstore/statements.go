@@ -10,6 +10,11 @@ package pgstore
 // token of the old form (key alone) loads by key_hash alone (sqlLoadByKey):
 // on Citus that asks every shard, on PostgreSQL it uses the primary key's
 // first column; the session's first write names the row by both.
+// micros follows a parameter that is a time as microseconds since the Unix
+// epoch (see timeArg), making it a timestamptz, exactly: the driver sends
+// an integer rather than formatting a timestamp.
+const micros = ` * interval '1 microsecond' + timestamptz 'epoch'`
+
 const (
 	// The columns a load reads: the data, and the rest of the row packed
 	// into one bytea, which the driver receives as binary bytes (see
@@ -33,27 +38,27 @@ const (
 	// 0.2 (Migrate keeps it; see schema.sql), and either is this row's.
 	sqlInsert = `INSERT INTO {t} (key_hash, data, created_at, accessed_at, principal, session_id,
 			idle_timeout_ms, absolute_timeout_ms, persistent, expires_at, user_agent, client_addr)
-		VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+		VALUES ($1, $2::jsonb, ($3` + micros + `), ($4` + micros + `), $5, $6, $7, $8, $9, ($10` + micros + `), $11, $12)
 		ON CONFLICT DO NOTHING`
 	// sqlInsert, dropping the expired row ($13, $14) it replaces. On Citus
 	// the two rows may live on two shards: one distributed transaction.
 	sqlInsertReplacing = `WITH dead AS (DELETE FROM {t} WHERE key_hash = $13 AND session_id = $14)
 		` + sqlInsert
 	// GREATEST ignores a NULL $n: the access time then stays as it is.
-	sqlTouch = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, $2), expires_at = GREATEST(expires_at, $3)
+	sqlTouch = `UPDATE {t} SET accessed_at = GREATEST(accessed_at, ($2` + micros + `)), expires_at = GREATEST(expires_at, ($3` + micros + `))
 		WHERE key_hash = $1 AND session_id = $4`
 	// The common write: keys set ($2) and deleted ($3) in the data, nothing
 	// else but the access time and expiry moving forward (as in sqlTouch).
 	sqlPatch = `UPDATE {t} SET data = (data || $2::jsonb) - COALESCE($3::text[], '{}'),
-		accessed_at = GREATEST(accessed_at, $4), expires_at = GREATEST(expires_at, $5) WHERE key_hash = $1 AND session_id = $6`
+		accessed_at = GREATEST(accessed_at, ($4` + micros + `)), expires_at = GREATEST(expires_at, ($5` + micros + `)) WHERE key_hash = $1 AND session_id = $6`
 	// Every other write. $8 says the lifetime columns become $9-$11 and expires_at $12;
 	// otherwise expires_at only moves forward.
 	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - COALESCE($4::text[], '{}') END,
-		accessed_at = GREATEST(accessed_at, $5), principal = CASE WHEN $6 THEN $7 ELSE principal END,
+		accessed_at = GREATEST(accessed_at, ($5` + micros + `)), principal = CASE WHEN $6 THEN $7 ELSE principal END,
 		idle_timeout_ms = CASE WHEN $8 THEN $9 ELSE idle_timeout_ms END,
 		absolute_timeout_ms = CASE WHEN $8 THEN $10 ELSE absolute_timeout_ms END,
 		persistent = CASE WHEN $8 THEN $11 ELSE persistent END,
-		expires_at = CASE WHEN $8 THEN $12 ELSE GREATEST(expires_at, $12) END
+		expires_at = CASE WHEN $8 THEN ($12` + micros + `) ELSE GREATEST(expires_at, ($12` + micros + `)) END
 		WHERE key_hash = $1 AND session_id = $13`
 	// A rotation moves the row to its new key in place rather than deleting
 	// it and inserting a copy: a concurrent DeleteByPrincipal that waits on
@@ -64,11 +69,11 @@ const (
 	// to change a distribution column).
 	sqlRotate = `UPDATE {t} SET key_hash = $2,
 		data = CASE WHEN $3 THEN $4::jsonb ELSE (data || $4::jsonb) - COALESCE($5::text[], '{}') END,
-		created_at = $6, accessed_at = $7, principal = CASE WHEN $8 THEN $9 ELSE principal END,
+		created_at = ($6` + micros + `), accessed_at = ($7` + micros + `), principal = CASE WHEN $8 THEN $9 ELSE principal END,
 		idle_timeout_ms = CASE WHEN $10 THEN $11 ELSE idle_timeout_ms END,
 		absolute_timeout_ms = CASE WHEN $10 THEN $12 ELSE absolute_timeout_ms END,
 		persistent = CASE WHEN $10 THEN $13 ELSE persistent END,
-		expires_at = $14,
+		expires_at = ($14` + micros + `),
 		user_agent = CASE WHEN $15 THEN $16 ELSE user_agent END, client_addr = CASE WHEN $15 THEN $17 ELSE client_addr END
 		WHERE key_hash = $1 AND session_id = $18`
 	sqlExists = `SELECT 1 FROM {t} WHERE key_hash = $1 AND session_id = $2`
