@@ -122,11 +122,16 @@ func (b *Backend) Apply(ctx context.Context, a backend.Action) error {
 				a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent, timeArg(a.Expires), a.OldSessionID[:])
 		}
 	case backend.OpRotate:
-		idle, absolute, persistent := lifetimeArgs(a.Lifetime)
-		ua, addr := deviceArgs(a.Device)
-		n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete),
-			timeArg(a.Created), timeArg(a.Accessed), a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent,
-			timeArg(a.Expires), a.Device != nil, ua, addr, a.OldSessionID[:])
+		if !a.Patch.Replace && a.Lifetime == nil && a.Device == nil {
+			n, err = b.exec(ctx, sqlRotatePatch, a.Old[:], a.New[:], jsonObject(a.Patch.Set), array(a.Patch.Delete),
+				timeArg(a.Created), timeArg(a.Accessed), a.SetPrincipal, nullString(a.Principal), timeArg(a.Expires), a.OldSessionID[:])
+		} else {
+			idle, absolute, persistent := lifetimeArgs(a.Lifetime)
+			ua, addr := deviceArgs(a.Device)
+			n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete),
+				timeArg(a.Created), timeArg(a.Accessed), a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent,
+				timeArg(a.Expires), a.Device != nil, ua, addr, a.OldSessionID[:])
+		}
 		if err == nil && n == 0 {
 			// The old row is gone: by a concurrent logout or rotation, or
 			// by this very rotation, repeated after its answer was lost.

@@ -76,6 +76,12 @@ const (
 		expires_at = ($14` + micros + `),
 		user_agent = CASE WHEN $15 THEN $16 ELSE user_agent END, client_addr = CASE WHEN $15 THEN $17 ELSE client_addr END
 		WHERE key_hash = $1 AND session_id = $18`
+	// The common rotation (a login): sqlRotate for a patch that keeps the
+	// lifetime and the device columns, with a third of its parameters.
+	sqlRotatePatch = `UPDATE {t} SET key_hash = $2, data = (data || $3::jsonb) - COALESCE($4::text[], '{}'),
+		created_at = ($5` + micros + `), accessed_at = ($6` + micros + `), principal = CASE WHEN $7 THEN $8 ELSE principal END,
+		expires_at = ($9` + micros + `)
+		WHERE key_hash = $1 AND session_id = $10`
 	sqlExists = `SELECT 1 FROM {t} WHERE key_hash = $1 AND session_id = $2`
 	sqlDelete = `DELETE FROM {t} WHERE key_hash = $1 AND session_id = $2`
 	// $2: only this session_id, $3: all but this one; NULL for no limit.
