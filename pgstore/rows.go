@@ -44,6 +44,10 @@ type loadedRow struct {
 	err        error // the row's data or meta did not decode
 }
 
+// pgEpoch is PostgreSQL's epoch for timestamps on the wire, 2000-01-01 UTC,
+// in microseconds since the Unix epoch.
+const pgEpoch = 946684800 * 1000000
+
 // metaLength is the length of the packed column of sqlLoadColumns.
 const metaLength = len(backend.SessionID{}) + 5*8
 
@@ -66,7 +70,7 @@ func (l *loadedRow) scan(rows *sql.Rows) error {
 		v[i] = int64(binary.BigEndian.Uint64(m[len(l.rec.SessionID)+8*i:]))
 	}
 	copy(l.rec.SessionID[:], m)
-	l.rec.Created, l.rec.Accessed = time.UnixMicro(v[0]).UTC(), time.UnixMicro(v[1]).UTC()
+	l.rec.Created, l.rec.Accessed = time.UnixMicro(pgEpoch+v[0]).UTC(), time.UnixMicro(pgEpoch+v[1]).UTC()
 	if own := v[2]; own != 0 {
 		l.lifetime = backend.Lifetime{IdleTimeout: timeoutMS(v[3]), AbsoluteTimeout: timeoutMS(v[4]), Persistent: own == 2}
 		l.rec.Lifetime = &l.lifetime

@@ -19,14 +19,13 @@ const (
 	// The columns a load reads: the data, and the rest of the row packed
 	// into one bytea, which the driver receives as binary bytes (see
 	// loadedRow.scan): the session_id (16 bytes), then five numbers of 8
-	// bytes, big-endian: created_at and accessed_at as microseconds since
-	// the Unix epoch (exact: numeric arithmetic), the lifetime columns' state
+	// bytes, big-endian: created_at and accessed_at in their binary wire
+	// form (microseconds since 2000-01-01 UTC), the lifetime columns' state
 	// (0: NULL, the session follows Config; 1: its own, not persistent; 2:
 	// its own, persistent), idle_timeout_ms and absolute_timeout_ms (0 when
 	// NULL). Decoding two columns costs the driver and database/sql a
 	// fraction of seven, two of them timestamps as text.
-	sqlLoadColumns = `data, session_id || int8send((extract(epoch FROM created_at) * 1000000)::bigint)
-		|| int8send((extract(epoch FROM accessed_at) * 1000000)::bigint)
+	sqlLoadColumns = `data, session_id || timestamptz_send(created_at) || timestamptz_send(accessed_at)
 		|| int8send(CASE WHEN idle_timeout_ms IS NULL THEN 0 WHEN persistent THEN 2 ELSE 1 END)
 		|| int8send(COALESCE(idle_timeout_ms, 0)) || int8send(COALESCE(absolute_timeout_ms, 0))`
 	sqlLoad      = `SELECT ` + sqlLoadColumns + ` FROM {t} WHERE key_hash = $1 AND session_id = $2`
