@@ -34,7 +34,7 @@ const maxCookieValue = 512
 // session's ID, zero in a token of the old form (key alone), whose session
 // is then found by the key alone.
 type credential struct {
-	key []byte // never modified: shared by the requests that send one token (see verifiedValues)
+	key []byte
 	sid SessionID
 	id  backend.ID // the key's hash, under which the backend stores it
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -196,46 +197,96 @@ func (c credential) payload() []byte {
 
 func (c credential) equal(d credential) bool { return c.sid == d.sid && string(c.key) == string(d.key) }
 
+// remembered returns how many values v holds.
+func remembered(v *verifiedValues) int {
+	n := 0
+	for i := range v.shards {
+		if sl := v.shards[i].slots; sl != nil {
+			for _, s := range sl {
+				if s.n > 0 {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
 // A value that verified is remembered: the next decode of the very same
 // string gives the same credential, with its hash, without verifying again;
 // so is a value the signer signed itself; a forged value is never
-// remembered, and the memory starts afresh past maxVerified values.
+// remembered; the memory holds at most verifiedSlots values, a new one
+// taking an older one's slot, which then verifies again.
 func TestSignerRemembersVerifiedValues(t *testing.T) {
 	hashKey := []byte(strings.Repeat("k", 32))
 	s := newSigner("session-key", [][]byte{hashKey})
 	c := credential{key: newKey(), sid: newSessionID()}
 	v := securecookieValue("session-key", hashKey, c.payload(), time.Now())
 	first, cur, ok := s.decodeCurrent(v)
-	if !ok || !cur || !first.equal(c) || first.id != idOf(c.key) || s.seen.n.Load() != 1 {
-		t.Fatalf("first decode: %+v, current %v, %v; %d remembered", first, cur, ok, s.seen.n.Load())
+	if !ok || !cur || !first.equal(c) || first.id != idOf(c.key) || remembered(s.seen) != 1 {
+		t.Fatalf("first decode: %+v, current %v, %v; %d remembered", first, cur, ok, remembered(s.seen))
 	}
 	signed := credential{key: newKey(), sid: newSessionID()}
 	enc := s.encode(signed.sid, signed.key, backend.ID{})
-	if s.seen.n.Load() != 2 {
-		t.Fatalf("after encode: %d remembered, want 2", s.seen.n.Load())
+	if remembered(s.seen) != 2 {
+		t.Fatalf("after encode: %d remembered, want 2", remembered(s.seen))
 	}
 	// Break every verifier: only the memory can answer now.
+	macs := s.macs
 	s.macs = []*sync.Pool{{New: func() any { return &verifier{mac: hmac.New(sha256.New, []byte("not the key"))} }}}
 	again, cur, ok := s.decodeCurrent(v)
 	if !ok || !cur || !again.equal(c) || again.id != idOf(c.key) {
 		t.Fatalf("a remembered value: %+v, current %v, %v; want %+v", again, cur, ok, c)
 	}
+	again.key[0] ^= 0xff // the caller's own copy
 	if got, cur, ok := s.decodeCurrent(enc); !ok || !cur || !got.equal(signed) || got.id != idOf(signed.key) {
 		t.Fatalf("a value the signer signed: %+v, current %v, %v; want %+v", got, cur, ok, signed)
 	}
+	if got, _, ok := s.decodeCurrent(v); !ok || !got.equal(c) {
+		t.Fatal("the remembered key changed with the caller's copy")
+	}
+	s.macs = macs
 	if _, ok := s.decode(v[:len(v)-2] + "AA"); ok {
 		t.Fatal("a tampered value verified")
 	}
-	if n := s.seen.n.Load(); n != 2 {
+	if n := remembered(s.seen); n != 2 {
 		t.Fatalf("%d values remembered after a forged one, want 2", n)
 	}
-	// Past maxVerified values the memory starts afresh.
-	s = newSigner("session-key", [][]byte{hashKey})
-	for range maxVerified + 1 {
-		s.seen.put(strconv.Itoa(int(s.seen.n.Load())), c, true)
+	// Three times as many values as slots: at most verifiedSlots stay,
+	// and the first, evicted, still verifies (and is remembered again).
+	for range 3 * verifiedSlots {
+		s.encode(newSessionID(), newKey(), backend.ID{})
 	}
-	if _, _, ok := s.seen.get("0"); ok || s.seen.n.Load() != 1 {
-		t.Errorf("after %d values: the first still remembered (%v), %d counted; want a fresh memory", maxVerified+1, ok, s.seen.n.Load())
+	if n := remembered(s.seen); n > verifiedSlots || n < verifiedSlots/2 {
+		t.Errorf("%d values remembered after %d, want at most %d and most slots used", n, 3*verifiedSlots, verifiedSlots)
+	}
+	if got, _, ok := s.decodeCurrent(v); !ok || !got.equal(c) {
+		t.Error("a value no longer remembered did not verify")
+	}
+}
+
+// The memory of verified values holds no pointers, so the garbage
+// collector never scans it, however many values it holds.
+func TestVerifiedSlotHoldsNoPointers(t *testing.T) {
+	var walk func(reflect.Type) bool
+	walk = func(t reflect.Type) bool {
+		switch t.Kind() {
+		case reflect.Bool, reflect.Uint8, reflect.Int64, reflect.Uint64:
+			return true
+		case reflect.Array:
+			return walk(t.Elem())
+		case reflect.Struct:
+			for i := range t.NumField() {
+				if !walk(t.Field(i).Type) {
+					return false
+				}
+			}
+			return true
+		}
+		return false
+	}
+	if typ := reflect.TypeFor[[slotsPerShard]verifiedSlot](); !walk(typ) {
+		t.Errorf("%v holds a pointer (or a kind this check does not know)", typ)
 	}
 }
 

@@ -62,7 +62,7 @@ type Session struct {
 	outer  *Session        // the session the context carried before this one was added, or nil
 
 	mu      sync.Mutex
-	key     []byte                     // the key of the stored row, nil if none; never modified (shared, see verifiedValues)
+	key     []byte                     // the key of the stored row, nil if none
 	sid     SessionID                  // the SessionID of the stored row, with key
 	signed  string                     // the request's cookie value for key, if signed with the current hash key
 	newKey  []byte                     // the key a new or rotated row will get, once chosen
