@@ -76,7 +76,7 @@ func (l *loadedRow) scan(rows *sql.Rows) error {
 		l.rec.Lifetime = &l.lifetime
 	}
 	var err error
-	if l.rec.Data, err = sessiondata.DecodeData(l.data); err != nil {
+	if l.rec.Data, err = sessiondata.DecodeValidData(l.data); err != nil { // jsonb: always valid JSON
 		l.err = fmt.Errorf("stored data is not a JSON object: %w", err)
 	}
 	return nil

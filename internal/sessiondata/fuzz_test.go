@@ -10,7 +10,8 @@ import (
 
 // FuzzDecodeData checks the read path's JSON decoder against
 // json.Unmarshal into a map[string]json.RawMessage: the same error or
-// success, the same keys and the same value bytes, for any input.
+// success, the same keys and the same value bytes, for any input; and
+// DecodeValidData against it on valid JSON (and for no panic on the rest).
 func FuzzDecodeData(f *testing.F) {
 	for _, s := range []string{`{}`, `{"n": 1}`, ` { "k" : "v" , "n":[1, {"a": "}]"}]} `, `{"a":1,"a":2}`,
 		`{"a\"b\\c": "x\"y", "\u00e9": null, "t": true}`, "{\"\xff\": 1}", `null`, `[1]`, `"x"`, `{"a":1,}`, ``, `{"a":-1.5e3}`} {
@@ -18,6 +19,10 @@ func FuzzDecodeData(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got, err := DecodeData(data)
+		valid, validErr := DecodeValidData(data) // never panics
+		if json.Valid(data) && (!reflect.DeepEqual(valid, got) || (validErr == nil) != (err == nil)) {
+			t.Fatalf("DecodeValidData(%q) = %q, %v; DecodeData %q, %v", data, valid, validErr, got, err)
+		}
 		var want map[string]json.RawMessage
 		wantErr := json.Unmarshal(data, &want)
 		if (err == nil) != (wantErr == nil) {
