@@ -195,13 +195,12 @@ func markdown(r *report, o options) string {
 		}
 		fmt.Fprintf(&b, "| %s (%s / %s) | %s | %s |\n", t.what, t.a, t.b, x, met)
 	}
-	fmt.Fprintf(&b, "\npgsession against its peers (req/s ratio, median of the per-round ratios):\n\n| workload | %[1]s / scs | %[1]s / scs-redis | pgsession / scs | pgsession / scs-redis |\n|---|---:|---:|---:|---:|\n", recommendedDirect)
+	fmt.Fprintf(&b, "\npgsession against its peers (req/s ratio, median of the per-round ratios):\n\n| workload | %[1]s / scs | %[1]s / scs-redis |\n|---|---:|---:|\n", recommendedDirect)
 	for _, w := range o.workloads {
 		if w == "anonymous" {
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", w, r.ratio(recommendedDirect, "scs", w), r.ratio(recommendedDirect, "scs-redis", w),
-			r.ratio("pgsession", "scs", w), r.ratio("pgsession", "scs-redis", w))
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", w, r.ratio(recommendedDirect, "scs", w), r.ratio(recommendedDirect, "scs-redis", w))
 	}
 	growthMarkdown(&b, r)
 	return b.String()
