@@ -195,11 +195,15 @@ func (b *Backend) setTable(name string) {
 	}
 }
 
-func (b *Backend) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if b.timeout > 0 {
-		return context.WithTimeout(ctx, b.timeout)
+// withTimeout returns ctx bounded by the query timeout (see watch), and the
+// context to stop when the call has returned: nil without a timeout, which
+// stops as well.
+func (b *Backend) withTimeout(ctx context.Context) (context.Context, *stmtContext) {
+	if b.watch == nil {
+		return ctx, nil
 	}
-	return ctx, func() {}
+	c := b.watch.start(ctx)
+	return c, c
 }
 
 // Close closes the statements prepared by WithDriverPreparedStatements, and

@@ -91,8 +91,8 @@ func (b *Backend) isDistributed(ctx context.Context) (bool, error) {
 	if b.err != nil {
 		return false, b.err
 	}
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
+	ctx, bound := b.withTimeout(ctx)
+	defer bound.stop()
 	table, err := quoteString(b.table)
 	if err != nil {
 		return false, err

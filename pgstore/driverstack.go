@@ -115,8 +115,8 @@ func (b *Backend) stack(ctx context.Context) (*plan, error) {
 	if p := b.plan.Load(); p != nil {
 		return p, nil
 	}
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
+	ctx, bound := b.withTimeout(ctx)
+	defer bound.stop()
 	family, direct, err := probeStack(ctx, b.db.DB, b.mode == modeAuto)
 	if err != nil {
 		return nil, fmt.Errorf("pgsession: probe the database driver and connection: %w", err)

@@ -44,11 +44,8 @@ func (b *Backend) run(ctx context.Context, query string, args []any, scan func(*
 	if b.err != nil {
 		return 0, b.err
 	}
-	if b.watch != nil {
-		c := b.watch.start(ctx)
-		defer c.stop()
-		ctx = c
-	}
+	ctx, bound := b.withTimeout(ctx)
+	defer bound.stop()
 	p, err := b.stack(ctx)
 	if err != nil {
 		return 0, err

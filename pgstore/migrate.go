@@ -203,8 +203,8 @@ func (b *Backend) Check(ctx context.Context) error {
 	if b.err != nil {
 		return b.err
 	}
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
+	ctx, bound := b.withTimeout(ctx)
+	defer bound.stop()
 	if _, err := b.stack(ctx); err != nil {
 		return fmt.Errorf("pgsession: check table %s: %w", b.table, err)
 	}

@@ -78,11 +78,14 @@ func (w *watch) unlink(c *stmtContext) {
 func (w *watch) run() {
 	t := time.NewTicker(w.tick)
 	defer t.Stop()
-	var ended []*stmtContext
-	var errs []error
+	type ending struct {
+		c   *stmtContext
+		err error
+	}
+	var ended []ending
 	for idle := 0; ; {
 		now := <-t.C
-		ended, errs = ended[:0], errs[:0]
+		ended = ended[:0]
 		w.mu.Lock()
 		if w.inflight == nil {
 			if idle++; idle >= idleTicks {
@@ -93,21 +96,18 @@ func (w *watch) run() {
 		} else {
 			idle = 0
 		}
-		for c := w.inflight; c != nil; {
-			next := c.next
+		for c := w.inflight; c != nil; c = c.next {
 			err := c.parent.Err()
 			if err == nil && !now.Before(c.deadline) {
 				err = context.DeadlineExceeded
 			}
 			if err != nil {
-				w.unlink(c)
-				ended, errs = append(ended, c), append(errs, err)
+				ended = append(ended, ending{c, err})
 			}
-			c = next
 		}
 		w.mu.Unlock()
-		for i, c := range ended {
-			c.end(errs[i])
+		for _, e := range ended {
+			e.c.end(e.err) // which takes it off the statements in flight
 		}
 		clear(ended) // drop the references until the next tick
 	}
@@ -145,8 +145,12 @@ type afterFunc struct {
 
 // stop ends c when its statement has returned, as the cancel function of a
 // context.WithTimeout does: its Err becomes context.Canceled unless it
-// ended before.
-func (c *stmtContext) stop() { c.end(context.Canceled) }
+// ended before. A nil c (no query timeout) has nothing to stop.
+func (c *stmtContext) stop() {
+	if c != nil {
+		c.end(context.Canceled)
+	}
+}
 
 // end ends c with err, unless it has ended already (err is then dropped),
 // takes it off the statements in flight, and calls the functions given to
