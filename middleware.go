@@ -225,8 +225,8 @@ func (m *Manager) keysFromRequest(r *http.Request, keys []credential, signed *[m
 	}
 	for _, line := range lines {
 		for value, rest, ok := nextCookie(line, m.signer.name); ok; value, rest, ok = nextCookie(rest, m.signer.name) {
-			key, current, ok := m.signer.decodeCurrent(value)
-			if !ok || slices.ContainsFunc(keys, func(k credential) bool { return bytes.Equal(k.key, key.key) }) {
+			key, current, verified := m.signer.decodeCurrent(value)
+			if !verified || slices.ContainsFunc(keys, func(k credential) bool { return bytes.Equal(k.key, key.key) }) {
 				continue
 			}
 			if current {
@@ -316,6 +316,9 @@ func (m *Manager) apply(ctx context.Context, a backend.Action) error {
 // to the new one at the session's next write).
 func (m *Manager) setCookies(h http.Header, d decision, sid SessionID, key []byte, signed string, now time.Time) {
 	cc := m.cfg.Cookie
+	// The header names are in canonical form: the map is used directly, as
+	// h.Add and h.Set would after canonicalizing them.
+	add := func(v string) { h["Set-Cookie"] = append(h["Set-Cookie"], v) }
 	switch d.cookie {
 	case cookieKeep:
 		return
@@ -324,16 +327,14 @@ func (m *Manager) setCookies(h http.Header, d decision, sid SessionID, key []byt
 		if v == "" {
 			v = m.signer.encode(sid, key, d.action.New) // New: zero unless key is new
 		}
-		// The header names are in canonical form: the map is used directly,
-		// as h.Add and h.Set would after canonicalizing them.
-		h["Set-Cookie"] = append(h["Set-Cookie"], cc.sessionHeader(v, d.expires, now))
+		add(cc.sessionHeader(v, d.expires, now))
 		if cc.IndicatorName != "" {
-			h["Set-Cookie"] = append(h["Set-Cookie"], cc.indicator(d.expires, now).String())
+			add(cc.indicator(d.expires, now).String())
 		}
 	case cookieExpire:
-		h["Set-Cookie"] = append(h["Set-Cookie"], cc.expired(cc.Name).String())
+		add(cc.expired(cc.Name).String())
 		if cc.IndicatorName != "" {
-			h["Set-Cookie"] = append(h["Set-Cookie"], cc.expired(cc.IndicatorName).String())
+			add(cc.expired(cc.IndicatorName).String())
 		}
 	}
 	h["Cache-Control"] = []string{privateCacheControl(h["Cache-Control"])}

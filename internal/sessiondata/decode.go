@@ -58,7 +58,7 @@ func decodeValid(data []byte) (map[string]json.RawMessage, error) {
 	}
 	for {
 		end := endOfString(buf, i) // buf[i] is the key's opening quote
-		key, err := objectKey(buf[i:end])
+		key, err := jsonString(buf[i:end])
 		if err != nil {
 			return nil, err
 		}
@@ -77,8 +77,10 @@ func decodeValid(data []byte) (map[string]json.RawMessage, error) {
 // The helpers below assume valid JSON: on other data they may run off its
 // end (DecodeValidData recovers).
 
-// objectKey returns the string that the quoted JSON string raw stands for.
-func objectKey(raw []byte) (string, error) {
+// jsonString returns the string that the quoted JSON string raw stands for:
+// its bytes when they hold no escape and are valid UTF-8, else what
+// json.Unmarshal gives (with its error).
+func jsonString(raw []byte) (string, error) {
 	inner := raw[1 : len(raw)-1]
 	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
 		return string(inner), nil

@@ -1,10 +1,8 @@
 package sessiondata
 
 import (
-	"bytes"
 	"encoding/json"
 	"strconv"
-	"unicode/utf8"
 )
 
 // DecodeValue decodes raw, one valid JSON value (a session's stored value),
@@ -18,11 +16,11 @@ func DecodeValue(raw []byte, dst any) error {
 	switch d := dst.(type) {
 	case *string:
 		if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' {
-			inner := raw[1 : n-1]
-			if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
-				*d = string(inner)
-				return nil
+			s, err := jsonString(raw)
+			if err == nil {
+				*d = s
 			}
+			return err
 		}
 	case *int:
 		if v, ok := plainInt(raw, strconv.IntSize); ok {
