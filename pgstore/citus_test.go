@@ -136,20 +136,9 @@ func TestCitusDistributeUpgradedTable(t *testing.T) {
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for range 3 {
-		wg.Go(func() {
-			errs <- pgstore.New(db, pgstore.WithTable(table)).Distribute(context.Background())
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatalf("Distribute of a 0.1 table: %v", err)
-		}
-	}
+	concurrently(t, 3, "Distribute of a 0.1 table", func() error {
+		return pgstore.New(db, pgstore.WithTable(table)).Distribute(context.Background())
+	})
 	b := pgstore.New(db, pgstore.WithTable(table))
 	list, err := b.ListByPrincipal(context.Background(), "alice")
 	if err != nil || len(list) != 100 {

@@ -1,6 +1,11 @@
 package pgstore_test
 
-import "github.com/pgsession/pgsession/internal/pgtest"
+import (
+	"sync"
+	"testing"
+
+	"github.com/pgsession/pgsession/internal/pgtest"
+)
 
 // exampleKey is a hash key for the Managers of these tests.
 var exampleKey = []byte("an-example-secret-of-32-bytes!!!")
@@ -17,3 +22,21 @@ var (
 	roundTrip      = pgtest.RoundTrip
 	hostile        = pgtest.Hostile
 )
+
+// concurrently runs f n times at once, as n instances would, and fails t,
+// naming what, if any run fails.
+func concurrently(t testing.TB, n int, what string, f func() error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() { errs <- f() })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+}

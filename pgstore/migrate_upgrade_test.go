@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,20 +46,9 @@ func TestMigrateUpgradesV01Table(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for range 4 {
-		wg.Go(func() {
-			errs <- pgstore.New(pgtest.Open(t, "postgres"), pgstore.WithTable(table)).Migrate(context.Background())
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatalf("Migrate of a 0.1 table: %v", err)
-		}
-	}
+	concurrently(t, 4, "Migrate of a 0.1 table", func() error {
+		return pgstore.New(pgtest.Open(t, "postgres"), pgstore.WithTable(table)).Migrate(context.Background())
+	})
 	b := pgstore.New(db, pgstore.WithTable(table))
 	if err := b.Check(context.Background()); err != nil {
 		t.Fatalf("Check after the upgrade: %v", err)

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,18 +77,7 @@ func TestPostgresMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
 	table := pgtest.Schema(t, db) + ".sessions"
 	b := pgstore.New(db, pgstore.WithTable(table))
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Go(func() { errs <- b.Migrate(context.Background()) })
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatalf("concurrent Migrate: %v", err)
-		}
-	}
+	concurrently(t, 8, "concurrent Migrate", func() error { return b.Migrate(context.Background()) })
 	if err := b.Migrate(context.Background()); err != nil {
 		t.Fatalf("second Migrate: %v", err)
 	}
