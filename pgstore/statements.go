@@ -51,13 +51,16 @@ const (
 	sqlPatch = `UPDATE {t} SET data = (data || $2::jsonb) - COALESCE($3::text[], '{}'),
 		accessed_at = GREATEST(accessed_at, ($4` + micros + `)), expires_at = GREATEST(expires_at, ($5` + micros + `)) WHERE key_hash = $1 AND session_id = $6`
 	// Every other write. $8 says the lifetime columns become $9-$11 and expires_at $12;
-	// otherwise expires_at only moves forward.
+	// otherwise expires_at only moves forward. Citus refuses a function that
+	// is not IMMUTABLE (micros' timestamptz arithmetic) inside a CASE or
+	// COALESCE of an UPDATE: the CASE picks only between a column and NULL,
+	// and GREATEST, which ignores a NULL, applies the time outside it.
 	sqlUpdate = `UPDATE {t} SET data = CASE WHEN $2 THEN $3::jsonb ELSE (data || $3::jsonb) - COALESCE($4::text[], '{}') END,
 		accessed_at = GREATEST(accessed_at, ($5` + micros + `)), principal = CASE WHEN $6 THEN $7 ELSE principal END,
 		idle_timeout_ms = CASE WHEN $8 THEN $9 ELSE idle_timeout_ms END,
 		absolute_timeout_ms = CASE WHEN $8 THEN $10 ELSE absolute_timeout_ms END,
 		persistent = CASE WHEN $8 THEN $11 ELSE persistent END,
-		expires_at = CASE WHEN $8 THEN ($12` + micros + `) ELSE GREATEST(expires_at, ($12` + micros + `)) END
+		expires_at = GREATEST(CASE WHEN $8 THEN NULL ELSE expires_at END, ($12` + micros + `))
 		WHERE key_hash = $1 AND session_id = $13`
 	// A rotation moves the row to its new key in place rather than deleting
 	// it and inserting a copy: a concurrent DeleteByPrincipal that waits on
