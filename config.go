@@ -17,6 +17,11 @@ const (
 	DefaultIdleTimeout       = 8 * time.Hour
 	DefaultAbsoluteTimeout   = 30 * 24 * time.Hour
 	DefaultTimeoutResolution = 10 * time.Minute
+	// DefaultRotationGrace is the RotationGrace of a zero Config field: as
+	// long as a request may be in flight, one client timeout (URLSession's
+	// default is 60s; a browser's parallel requests finish in seconds), and
+	// shorter than any renewal period worth configuring.
+	DefaultRotationGrace = time.Minute
 	// DefaultCookieName is the session cookie's base name. Unless
 	// CookieConfig.Name says otherwise, a Secure cookie with Path "/" and no
 	// Domain (the defaults) is named "__Host-session-key", another Secure
@@ -83,6 +88,36 @@ type Config struct {
 	// addresses are personal data, so recording them is opt-in.
 	Device func(r *http.Request) Device
 
+	// RotationGrace is how long a key that a rotation retired is still
+	// recognised, for the requests the client had in flight when the
+	// rotation happened (a page's parallel XHRs, prefetches, a mobile app's
+	// calls: the regenerate race). Such a request never creates a session
+	// and never gets a Set-Cookie that would replace the client's new one.
+	// After a renewal (a rotation that keeps the PrincipalKey's value, from
+	// RotateKey, RotateWhen or RenewAfter) it is served the session, reads
+	// and writes, without a new key; after a login, a logout or a change of
+	// user (any rotation without a PrincipalKey) it sees an empty session,
+	// and a change it makes is refused with ErrStaleKey (409), so the old
+	// key never reads or writes the new session (no fixation). Only the
+	// immediate predecessor is recognised, never an older key, and
+	// "log out everywhere", deletion and expiry end it with the session.
+	// Zero means DefaultRotationGrace (1m); negative disables it, so a
+	// retired key is dead at once.
+	RotationGrace time.Duration
+
+	// RenewAfter, if positive, renews the key of a signed-in session (one
+	// whose PrincipalKey value is set) at its first request through the
+	// middleware with a cookie once the key is this old (since its creation
+	// or last rotation): OWASP's renewal timeout, so that a stolen key stops
+	// working without a new login. The renewal keeps the data, the
+	// principal and the creation time (the AbsoluteTimeout runs on), and
+	// the client's requests in flight keep working (see RotationGrace). It
+	// needs PrincipalKey and a positive RotationGrace, and must be longer
+	// than RotationGrace. Requests with a bearer token are not renewed by
+	// it: their client gets a new token only from the application (RotateKey
+	// and Token). Zero disables it.
+	RenewAfter time.Duration
+
 	// RotateWhen, if set, is called when a live session is saved with the data
 	// as loaded and as the request leaves it; returning true rotates the key
 	// as if RotateKey had been called. It must not modify the maps.
@@ -99,7 +134,10 @@ type Config struct {
 
 	// ErrorHandler writes the response when the session cannot be loaded or
 	// saved (the handler's own response is then discarded). Nil means a plain
-	// 500 Internal Server Error. The error is logged before it is called.
+	// 409 Conflict for an error wrapping ErrStaleKey (the request's change
+	// lost to a concurrent rotation or logout; a retry may succeed) and a
+	// plain 500 Internal Server Error for any other. The error is logged
+	// before it is called.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
 	// Logger receives errors and misuse reports. Nil means slog.Default().
@@ -199,6 +237,16 @@ func (c Config) resolve() (Config, error) {
 	if c.IdleTimeout > 0 && c.TimeoutResolution >= c.IdleTimeout {
 		return c, configError("TimeoutResolution (%v) must be smaller than IdleTimeout (%v)", c.TimeoutResolution, c.IdleTimeout)
 	}
+	c.RotationGrace = orDefault(c.RotationGrace, DefaultRotationGrace)
+	if c.RenewAfter > 0 {
+		switch {
+		case c.PrincipalKey == "":
+			return c, configError("RenewAfter (%v) needs PrincipalKey: only a signed-in session is renewed", c.RenewAfter)
+		case c.RotationGrace <= 0 || c.RenewAfter <= c.RotationGrace:
+			return c, configError("RenewAfter (%v) must be longer than a positive RotationGrace (%v), or renewals would log out clients with requests in flight",
+				c.RenewAfter, c.RotationGrace)
+		}
+	}
 	if c.MaxDataSize < 0 {
 		return c, configError("MaxDataSize is negative (%d)", c.MaxDataSize)
 	}
@@ -297,6 +345,10 @@ func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
-func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, _ error) {
-	http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
+	code := http.StatusInternalServerError
+	if errors.Is(err, ErrStaleKey) {
+		code = http.StatusConflict
+	}
+	http.Error(w, http.StatusText(code), code)
 }

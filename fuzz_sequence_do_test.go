@@ -56,10 +56,12 @@ func (r *seqRig) do(req seqReq) {
 		}
 	}
 	live, loneExpired, ambiguous := "", "", false
+	unknown := 0 // keys that name no row
 	for _, k := range keys {
 		row, ok := r.rows[k]
 		switch {
 		case !ok:
+			unknown++
 		case r.expired(row):
 			if len(keys) == 1 {
 				loneExpired = k
@@ -194,6 +196,8 @@ func (r *seqRig) do(req seqReq) {
 		wantCookie, wantToken = "new", "new"
 	case loneExpired != "":
 		wantCookie = "expire" // the dead row is deleted on sight
+	case unknown > 0 && unknown == len(keys):
+		wantCookie = "expire" // a cookie of nothing: the client should stop sending it
 	}
 	if bearer {
 		wantCookie = "" // a bearer client gets its token from the body

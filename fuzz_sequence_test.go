@@ -189,6 +189,9 @@ func newSeqRig(t *testing.T, srv *httptest.Server) *seqRig {
 		Carrier: pgsession.CookieOrBearer, PrincipalKey: "user",
 		Cookie:      pgsession.CookieConfig{Insecure: true},
 		IdleTimeout: -1, AbsoluteTimeout: seqTimeout,
+		// The model's keys die when rotated away: the grace window for
+		// requests in flight is the race tests' (pgsessiontest/race.go).
+		RotationGrace: -1,
 		Now:    func() time.Time { return time.Unix(0, r.clock.Load()).UTC() },
 		Logger: slog.New(slog.DiscardHandler),
 	})

@@ -39,7 +39,8 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{
 		cfg: cfg,
 		p: policy{idle: cfg.IdleTimeout, absolute: cfg.AbsoluteTimeout, resolution: cfg.TimeoutResolution,
-			principalKey: cfg.PrincipalKey, rotateWhen: cfg.RotateWhen, sessionOnly: cfg.Cookie.SessionOnly},
+			principalKey: cfg.PrincipalKey, rotateWhen: cfg.RotateWhen, sessionOnly: cfg.Cookie.SessionOnly,
+			grace: cfg.RotationGrace, renewAfter: cfg.RenewAfter},
 		signer: newSigner(cfg.Cookie.Name, cfg.HashKeys),
 	}, nil
 }
@@ -158,11 +159,21 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 		return nil
 	}
 	var live *backend.Record
+	dead := 0 // keys that name no session
 	for _, key := range keys {
 		rec, err := m.cfg.Backend.Load(ctx, key.id, key.sid)
+		if err == nil && !m.p.expired(rec, s.now) {
+			switch m.p.staleness(rec, s.now) {
+			case staleDead:
+				err = backend.ErrNotFound
+			case staleServed, staleRefused:
+				m.stats.stale.Add(1) // a request in flight across a rotation
+			}
+		}
 		switch {
 		case errors.Is(err, backend.ErrNotFound):
 			m.stats.misses.Add(1)
+			dead++
 			continue
 		case err != nil:
 			return fmt.Errorf("pgsession: load session: %w", err)
@@ -187,9 +198,15 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 		live, s.key, s.sid, s.loaded = rec, key.key, rec.SessionID, rec
 	}
 	if live == nil {
+		// Every key named nothing: the response expires the cookie (see
+		// policy.decide), so the client stops sending it.
+		s.dead = dead > 0 && dead == len(keys)
 		return nil
 	}
 	m.stats.loads.Add(1)
+	if m.p.staleness(live, s.now) == staleRefused {
+		return nil // the key was retired by a login or logout: it reads nothing
+	}
 	s.data, s.size = live.Data, -1 // counted when first needed (see Session.dataSize)
 	return nil
 }
@@ -253,6 +270,9 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 		return err
 	}
 	d := m.p.decide(s.loaded, c, s.now)
+	if d.refuse {
+		return errRefused
+	}
 	key, sid, signed := s.key, s.sid, s.signed
 	if d.action.Op == backend.OpInsert || d.action.Op == backend.OpRotate {
 		key, signed = s.chooseNewKey(), ""
@@ -268,15 +288,26 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 		s.mu.Unlock()
 		sid = d.action.SessionID
 	}
-	switch err := m.apply(ctx, d.action); {
+	err := m.apply(ctx, d.action)
+	switch {
 	case errors.Is(err, backend.ErrGone):
-		// A concurrent logout or rotation deleted this session: its key
-		// stays dead, and that other response decides the cookie.
 		m.stats.gone.Add(1)
+		if d, err = m.afterGone(ctx, s, c); err == nil {
+			key, signed = s.key, s.signed // it followed a renewal, keeping its key
+		}
+	case err != nil:
+		err = fmt.Errorf("pgsession: save session (%s): %w", d.action.Op, err)
+	}
+	switch {
+	case errors.Is(err, backend.ErrGone):
+		// A concurrent logout or rotation deleted this session or moved it
+		// to a key this request may not follow, and the request changed
+		// no data: its key stays dead, and that other response decides the
+		// cookie.
 		s.setKey(nil, SessionID{})
 		return nil
 	case err != nil:
-		return fmt.Errorf("pgsession: save session (%s): %w", d.action.Op, err)
+		return err
 	case d.action.Op == backend.OpNone && s.key != nil && !c.freeze:
 		m.stats.skipped.Add(1)
 	}
@@ -295,6 +326,46 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	}
 	return nil
 }
+
+// afterGone decides again for a save whose update or rotation found its
+// row gone: deleted (a logout, "log out everywhere", expiry) or moved to a
+// new key by a concurrent rotation. A request that changed no data loses
+// nothing, and returns backend.ErrGone. One that did follows a renewal it
+// may still follow, as a request with the predecessor key would (its
+// change written to the session's current row, no cookie); otherwise its
+// change cannot be stored, and it fails with ErrStaleKey rather than be
+// acknowledged.
+func (m *Manager) afterGone(ctx context.Context, s *Session, c change) (decision, error) {
+	if c.patch.IsEmpty() && c.lifetime == nil {
+		return decision{}, backend.ErrGone
+	}
+	rec, err := m.cfg.Backend.Load(ctx, idOf(s.key), s.sid)
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		return decision{}, errRefused
+	case err != nil:
+		return decision{}, fmt.Errorf("pgsession: save session: reload after a concurrent change: %w", err)
+	case m.p.staleness(rec, s.now) != staleServed || m.p.expired(rec, s.now):
+		return decision{}, errRefused
+	}
+	// The data as this request's change leaves the stored one, so that
+	// RotateWhen and the empty-session rule see this request's change only.
+	c.data = c.patch.Apply(rec.Data)
+	d := m.p.decide(rec, c, s.now)
+	if d.refuse {
+		return d, errRefused
+	}
+	switch err := m.apply(ctx, d.action); {
+	case errors.Is(err, backend.ErrGone):
+		return decision{}, errRefused // moved again: this key is older than the immediate predecessor now
+	case err != nil:
+		return d, fmt.Errorf("pgsession: save session (%s): %w", d.action.Op, err)
+	}
+	return d, nil
+}
+
+// errRefused is the error of a save whose change cannot be stored.
+var errRefused = fmt.Errorf("pgsession: save session: %w", ErrStaleKey)
 
 // apply executes a through the backend, counting what it did.
 func (m *Manager) apply(ctx context.Context, a backend.Action) error {

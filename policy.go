@@ -23,6 +23,10 @@ type policy struct {
 	principalKey               string // "" when sessions have no principal
 	rotateWhen                 func(old, new map[string]json.RawMessage) bool
 	sessionOnly                bool // cookies of sessions without a Lifetime are browser-session cookies
+	// grace is how long a predecessor key is recognised (<= 0: never);
+	// renewAfter the key age at which a signed-in session is renewed
+	// (<= 0: never).
+	grace, renewAfter time.Duration
 }
 
 // change is what a request did to its session, as seen when it is saved.
@@ -34,6 +38,14 @@ type change struct {
 	// lifetime is the session's new own lifetime (SetLifetime, resolved),
 	// or nil to keep what it has.
 	lifetime *Lifetime
+	// dead says the request presented a key that names no session (never
+	// adopted): unless a new session replaces it, its cookie is expired, so
+	// the client stops sending it.
+	dead bool
+	// renewable says a new key reaches the client by itself (a cookie set
+	// by the middleware's response), so the policy may renew the key on
+	// its own (RenewAfter).
+	renewable bool
 }
 
 // cookieOp says what the response does with the session cookie.
@@ -50,6 +62,37 @@ type decision struct {
 	action  backend.Action
 	cookie  cookieOp
 	expires time.Time // cookie expiry for cookieSet; zero means a browser-session cookie
+	// refuse says the request's change cannot be stored (see ErrStaleKey):
+	// the save writes nothing, sends no cookie, and fails.
+	refuse bool
+}
+
+// staleness is what a record loaded by its predecessor key (see
+// backend.Record.Predecessor) may do, from the request's point of view.
+type staleness uint8
+
+const (
+	current      staleness = iota // loaded by its current key
+	staleServed                   // a renewal's predecessor, in the grace window: the session, without a new key
+	staleRefused                  // a login's or logout's predecessor, in the window: no session, no change
+	staleDead                     // a predecessor past the window: as a key that names nothing
+)
+
+// staleness returns what rec, as loaded at now, may do. A predecessor is
+// recognised for the grace window after its rotation, and only if that
+// rotation recorded it: one before the row's creation time was replaced by
+// a rotation of a version that did not record predecessors (a rolling
+// upgrade), which makes it older than the immediate one.
+func (t policy) staleness(rec *backend.Record, now time.Time) staleness {
+	switch {
+	case !rec.Predecessor:
+		return current
+	case t.grace <= 0 || rec.Rotated.IsZero() || rec.Rotated.Before(rec.Created) || now.Sub(rec.Rotated) >= t.grace:
+		return staleDead
+	case rec.Renewal:
+		return staleServed
+	}
+	return staleRefused
 }
 
 // resolveLifetime returns l as stored: each timeout positive, or -1 for
@@ -121,9 +164,29 @@ func (t policy) cookieExpires(own *Lifetime, created, accessed time.Time) time.T
 // the request had no valid session) and made the change c, at time now.
 // The New ID of an insert or rotation is left zero; the caller fills it with a
 // fresh random key, so decide stays pure.
+//
+// A record loaded by its predecessor key (a request in flight when another
+// rotated the key) never gets a new key or a Set-Cookie that would replace
+// the client's newer one: after a renewal it is the session (its changes
+// written to the current row, a rotation refused); after a login or logout
+// it holds nothing, and any change is refused; past the grace window its
+// key is dead.
 func (t policy) decide(loaded *backend.Record, c change, now time.Time) decision {
 	if c.freeze {
 		return decision{}
+	}
+	stale := current
+	if loaded != nil && !t.expired(loaded, now) {
+		stale = t.staleness(loaded, now)
+	}
+	switch stale {
+	case staleDead:
+		loaded, c.dead = nil, true
+	case staleRefused:
+		if len(c.data) == 0 && c.lifetime == nil {
+			return decision{}
+		}
+		return decision{refuse: true}
 	}
 	if loaded != nil && t.expired(loaded, now) {
 		// An expired session is treated as absent; its row is removed on sight
@@ -134,11 +197,31 @@ func (t policy) decide(loaded *backend.Record, c change, now time.Time) decision
 		return t.create(loaded, c, now)
 	}
 	if loaded == nil {
-		if len(c.data) == 0 {
-			return decision{}
+		switch {
+		case len(c.data) != 0:
+			return t.create(nil, c, now)
+		case c.dead:
+			return decision{cookie: cookieExpire}
 		}
-		return t.create(nil, c, now)
+		return decision{}
 	}
+	d := t.live(loaded, c, now, stale == current)
+	if stale == staleServed {
+		// The client holds a newer key already, which no response to this
+		// request may replace, and a retired key may not mint another.
+		if d.action.Op == backend.OpRotate {
+			return decision{refuse: true}
+		}
+		if d.cookie == cookieSet {
+			d.cookie, d.expires = cookieKeep, time.Time{}
+		}
+	}
+	return d
+}
+
+// live decides for the live session loaded; renew allows a renewal
+// (RenewAfter) of its key.
+func (t policy) live(loaded *backend.Record, c change, now time.Time, renew bool) decision {
 	old, sid := loaded.ID, loaded.SessionID
 	own := loaded.Lifetime
 	if c.lifetime != nil {
@@ -148,10 +231,11 @@ func (t policy) decide(loaded *backend.Record, c change, now time.Time) decision
 	case len(c.data) == 0:
 		return decision{action: backend.Action{Op: backend.OpDelete, Old: old, OldSessionID: sid}, cookie: cookieExpire}
 	case c.rotate || t.rotationTriggered(loaded.Data, c.data):
-		a := backend.Action{Op: backend.OpRotate, Old: old, OldSessionID: sid, Patch: c.patch, Created: now, Accessed: now,
-			Lifetime: c.lifetime, Expires: t.ownExpires(own, now, now)}
-		t.setPrincipal(&a, c, false)
-		return decision{action: a, cookie: cookieSet, expires: t.cookieExpires(own, now, now)}
+		// Re-authentication: the absolute timeout starts over.
+		return t.rotate(loaded, c, own, now, now)
+	case renew && t.renewalDue(loaded, c, now):
+		// A renewal: the absolute timeout runs on.
+		return t.rotate(loaded, c, own, loaded.Created, now)
 	case c.patch.IsEmpty() && c.lifetime == nil && !t.touchDue(loaded, now):
 		return decision{}
 	}
@@ -166,6 +250,33 @@ func (t policy) decide(loaded *backend.Record, c change, now time.Time) decision
 	a.Expires = t.ownExpires(own, loaded.Created, accessed)
 	t.setPrincipal(&a, c, false)
 	return decision{action: a, cookie: cookieSet, expires: t.cookieExpires(own, loaded.Created, accessed)}
+}
+
+// rotate moves the session loaded to a new key, created at created. The
+// rotation is a renewal, whose predecessor may still be served for the
+// grace window, when it keeps who is signed in; without a PrincipalKey
+// every rotation counts as a change of who is signed in.
+func (t policy) rotate(loaded *backend.Record, c change, own *Lifetime, created, now time.Time) decision {
+	a := backend.Action{Op: backend.OpRotate, Old: loaded.ID, OldSessionID: loaded.SessionID, Patch: c.patch, Created: created, Accessed: now,
+		Lifetime: c.lifetime, Expires: t.ownExpires(own, created, now),
+		Renewal: t.principalKey != "" && principalText(loaded.Data[t.principalKey]) == principalText(c.data[t.principalKey])}
+	t.setPrincipal(&a, c, false)
+	return decision{action: a, cookie: cookieSet, expires: t.cookieExpires(own, created, now)}
+}
+
+// renewalDue reports whether the policy renews the key of the session
+// loaded by itself: RenewAfter is set, the session is signed in (its
+// principal is not empty), the new key reaches the client by itself, and
+// the key is at least RenewAfter old (since its creation or last rotation).
+func (t policy) renewalDue(loaded *backend.Record, c change, now time.Time) bool {
+	if t.renewAfter <= 0 || !c.renewable || principalText(loaded.Data[t.principalKey]) == "" {
+		return false
+	}
+	issued := loaded.Created
+	if loaded.Rotated.After(issued) {
+		issued = loaded.Rotated
+	}
+	return now.Sub(issued) >= t.renewAfter
 }
 
 // create stores a brand-new session holding the request's data, replacing

@@ -35,6 +35,19 @@ var (
 	// ErrTooLarge is returned by Set when the session's data would exceed
 	// Config.MaxDataSize. The session is left unchanged.
 	ErrTooLarge = errors.New("pgsession: session data too large")
+	// ErrStaleKey is the error of a save, wrapped (the ErrorHandler's
+	// error, or Manager.Save's), whose request changed the session's data
+	// but could not store the change because another request changed the
+	// session's key first: the request came with a key that a login or
+	// logout retired (which reads and writes nothing, so that it gains no
+	// power from the new session), or with one older than the immediate
+	// predecessor of a renewed key, or it loaded the session before a
+	// logout deleted it. Nothing is stored and no cookie is sent, so the
+	// client keeps the session the other request left it; the default
+	// ErrorHandler answers 409 Conflict, and the client may retry. A
+	// request that changed no data is never refused. See
+	// Config.RotationGrace.
+	ErrStaleKey = errors.New("pgsession: the session's key was changed by a concurrent request (login, logout or renewal); this request's change was not saved")
 	// ErrInvalidValue is returned by Set for a key or value that cannot be
 	// stored: a key that is not valid UTF-8, a value that cannot be encoded as
 	// JSON, or one that contains a NUL character (PostgreSQL's jsonb rejects
@@ -81,6 +94,7 @@ type Session struct {
 
 	deadline  time.Time // earliest deadline of a context the handler used, or zero
 	discarded bool      // the request ended before the save: nothing was saved
+	dead      bool      // every key the request presented names no session
 }
 
 // FromContext returns the session of the request whose context is ctx, or
@@ -326,7 +340,7 @@ func (s *Session) seal() (change, bool) {
 		return change{}, false
 	}
 	s.saved = true
-	c := change{data: s.data, rotate: s.rotate, freeze: s.freeze, lifetime: s.lifetime}
+	c := change{data: s.data, rotate: s.rotate, freeze: s.freeze, lifetime: s.lifetime, dead: s.dead, renewable: s.renewable()}
 	c.patch.Replace = s.cleared
 	if s.cleared {
 		c.patch.Set = s.data
@@ -344,6 +358,10 @@ func (s *Session) seal() (change, bool) {
 	}
 	return c, true
 }
+
+// renewable reports whether a new key reaches the client by itself: in
+// the session cookie the middleware sets (see policy.renewalDue).
+func (s *Session) renewable() bool { return s.hook && !s.bearer && s.m.cfg.Carrier.cookies() }
 
 // sessionIDLocked returns the lasting name of the session: the stored one
 // of a live session, else the one a new row will get, chosen on first use.

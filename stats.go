@@ -18,6 +18,7 @@ type Stats struct {
 	Deletes       uint64 // sessions deleted (cleared, or expired on sight)
 	SkippedWrites uint64 // requests of a live session that wrote nothing (timeout resolution)
 	LostRaces     uint64 // saves that found their session deleted by a concurrent logout or rotation
+	StaleKeys     uint64 // requests with a key a concurrent rotation retired moments ago (see Config.RotationGrace): served after a renewal, given no session after a login or logout
 	Errors        uint64 // requests answered by the ErrorHandler
 	Ambiguous     uint64 // requests with cookies of two live sessions, or of more session keys than are read (3), served with none (cookie tossing)
 }
@@ -34,6 +35,7 @@ func (m *Manager) Stats() Stats {
 		Deletes:       c.deletes.Load(),
 		SkippedWrites: c.skipped.Load(),
 		LostRaces:     c.gone.Load(),
+		StaleKeys:     c.stale.Load(),
 		Errors:        c.errors.Load(),
 		Ambiguous:     c.ambiguous.Load(),
 	}
@@ -41,7 +43,7 @@ func (m *Manager) Stats() Stats {
 
 // counters back Stats.
 type counters struct {
-	loads, misses, inserts, updates, rotations, deletes, skipped, gone, errors, ambiguous atomic.Uint64
+	loads, misses, inserts, updates, rotations, deletes, skipped, gone, stale, errors, ambiguous atomic.Uint64
 }
 
 func (c *counters) count(op backend.Op) {

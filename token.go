@@ -33,7 +33,8 @@ func Token(ctx context.Context) (string, error) {
 		return "", ErrEmptySession
 	}
 	key := s.key
-	if !s.saved && !s.freeze && (key == nil || s.rotate || s.m.p.rotationTriggered(s.loaded.Data, s.data)) {
+	if !s.saved && !s.freeze && (key == nil || s.rotate || s.m.p.rotationTriggered(s.loaded.Data, s.data) ||
+		s.m.p.staleness(s.loaded, s.now) == current && s.m.p.renewalDue(s.loaded, change{renewable: s.renewable()}, s.now)) {
 		key = s.chooseNewKeyLocked()
 	}
 	if key == nil {

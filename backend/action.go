@@ -2,6 +2,7 @@ package backend
 
 import (
 	"encoding/json"
+	"maps"
 	"time"
 )
 
@@ -25,7 +26,11 @@ const (
 	// the row no longer exists it returns ErrGone and creates nothing.
 	OpUpdate
 	// OpRotate moves the row Old to the new ID New, applying Patch and setting
-	// Created and Accessed; no row is left under Old. The row keeps its
+	// Created and Accessed; no row is left under Old, but the row remembers
+	// Old as its predecessor, with Accessed as the time of the rotation
+	// (Record.Rotated) and Renewal, replacing any predecessor it had: Load
+	// given Old and the row's SessionID then returns the row with
+	// Record.Predecessor set, and no older ID finds it. The row keeps its
 	// SessionID (OldSessionID), so a backend sharded by it never moves the
 	// row between shards. The move is one atomic
 	// step that a concurrent bulk deletion (DeleteByPrincipal) cannot miss:
@@ -97,6 +102,13 @@ type Action struct {
 	// Device, if not nil, replaces the row's recorded client (OpInsert and
 	// OpRotate, when pgsession's Config.Device is set).
 	Device *Device
+	// Renewal, for OpRotate, says the rotation keeps who is signed in (a
+	// renewal), so that a request in flight with the predecessor may still
+	// be served the session for a short while; otherwise (a login, a
+	// logout, a change of user) the predecessor is remembered only so that
+	// such a request is recognised and refused. Backends store it and
+	// report it in Record.Renewal; they decide nothing with it.
+	Renewal bool
 }
 
 // Patch is the change a request made to a session's data. Backends apply it
@@ -112,6 +124,20 @@ type Patch struct {
 	// Delete lists the keys the request removed; none of them is in Set.
 	// Empty with Replace.
 	Delete []string
+}
+
+// Apply returns data with p applied, as a new map (data is not modified):
+// what a backend stores, as PostgreSQL's (data || set) - delete computes it.
+func (p Patch) Apply(data map[string]json.RawMessage) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(data)+len(p.Set))
+	if !p.Replace {
+		maps.Copy(out, data)
+		for _, k := range p.Delete {
+			delete(out, k)
+		}
+	}
+	maps.Copy(out, p.Set)
+	return out
 }
 
 // IsEmpty reports whether the patch leaves the stored data unchanged.

@@ -50,6 +50,12 @@ type Backend interface {
 	// zero sid (a token issued before tokens carried the session ID) loads
 	// by id alone. Either way the Record carries the stored SessionID, which
 	// the actions on the row then carry in OldSessionID.
+	//
+	// When no row is stored under id and sid is not zero, Load returns the
+	// row of sid whose immediate predecessor is id (see OpRotate), with
+	// Record.Predecessor set and Record.ID its current ID: one more indexed
+	// read, only for a key that names no row. pgsession decides what such
+	// a request may do.
 	Load(ctx context.Context, id ID, sid SessionID) (*Record, error)
 	// Apply executes a. It returns ErrGone when an OpUpdate or OpRotate finds
 	// its row gone (deleted by a concurrent logout or rotation). Repeating
@@ -93,7 +99,8 @@ var (
 	ErrNotFound = errors.New("pgsession: session not found")
 	// ErrGone is returned by Backend.Apply when the row an update or rotation
 	// targets no longer exists. The middleware treats it as a lost race with a
-	// logout or rotation: the request succeeds, nothing is recreated, and no
-	// cookie is sent.
+	// logout or rotation: nothing is recreated and no cookie is sent; it
+	// follows a renewal that moved the row (see pgsession's
+	// Config.RotationGrace), and refuses a data change it cannot store.
 	ErrGone = errors.New("pgsession: session was deleted concurrently")
 )

@@ -28,7 +28,7 @@ func (id SessionID) String() string { return hex.EncodeToString(id[:]) }
 // Record is a stored session as a Backend returns it from Load (every field)
 // and ListByPrincipal (every field but Data).
 type Record struct {
-	ID        ID                         // the ID it was loaded by (the hash of its key)
+	ID        ID                         // the row's current ID (the hash of its key): the one Load was given, unless Predecessor
 	SessionID SessionID                  // the session's lasting name (see SessionID)
 	Data      map[string]json.RawMessage // top-level keys and their JSON values
 	Created   time.Time                  // when the session (or its current key) was created
@@ -38,6 +38,19 @@ type Record struct {
 	// Config's apply.
 	Lifetime *Lifetime
 	Device   Device // the client that created or last rotated it, if recorded (ListByPrincipal only)
+
+	// Rotated is when the row's current key replaced its predecessor (the
+	// Accessed of the OpRotate that did it), or zero if it never did.
+	Rotated time.Time
+	// Predecessor reports that Load found the row by its immediate
+	// predecessor: the ID Load was given is the one the rotation at Rotated
+	// retired, and ID is the row's current one. No older key finds a row.
+	// pgsession decides what such a request may do (see its
+	// Config.RotationGrace); a backend only reports it.
+	Predecessor bool
+	// Renewal is the Action.Renewal of the rotation at Rotated: whether
+	// it kept who is signed in. Load reports it with Predecessor.
+	Renewal bool
 }
 
 // Lifetime is a session's own expiry, chosen per session with

@@ -25,6 +25,9 @@ import (
 type Backend struct {
 	mu   sync.Mutex
 	rows map[backend.ID]memoryRow
+	// prevs maps each row's predecessor ID to the row's current ID, for
+	// Load's predecessor lookup; one entry per rotated row at most.
+	prevs map[backend.ID]backend.ID
 }
 
 type memoryRow struct {
@@ -35,16 +38,20 @@ type memoryRow struct {
 	lifetime          *backend.Lifetime
 	expires           time.Time // under lifetime; zero without one or if never
 	device            backend.Device
+	prev              backend.ID // the predecessor's ID (see backend.OpRotate), zero if none
+	rotated           time.Time  // when prev was rotated away
+	renewal           bool       // the rotation kept the principal
 }
 
 // record returns the row as a Record stored under id, without its data.
 func (row memoryRow) record(id backend.ID) backend.Record {
-	return backend.Record{ID: id, SessionID: row.sessionID, Created: row.created, Accessed: row.accessed, Lifetime: row.lifetime, Device: row.device}
+	return backend.Record{ID: id, SessionID: row.sessionID, Created: row.created, Accessed: row.accessed, Lifetime: row.lifetime, Device: row.device,
+		Rotated: row.rotated, Renewal: row.renewal}
 }
 
 // New returns an empty in-memory backend.
 func New() *Backend {
-	return &Backend{rows: make(map[backend.ID]memoryRow)}
+	return &Backend{rows: make(map[backend.ID]memoryRow), prevs: make(map[backend.ID]backend.ID)}
 }
 
 // Load implements backend.Backend.
@@ -55,11 +62,19 @@ func (b *Backend) Load(ctx context.Context, id backend.ID, sid backend.SessionID
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	row, ok := b.rows[id]
+	predecessor := false
+	if !ok && sid != (backend.SessionID{}) {
+		// The key may be the predecessor of the session's current one.
+		cur := b.prevs[id]
+		row, ok = b.find(cur, sid)
+		ok = ok && row.prev == id
+		id, predecessor = cur, true
+	}
 	if !ok || (sid != backend.SessionID{} && row.sessionID != sid) {
 		return nil, backend.ErrNotFound
 	}
 	rec := row.record(id)
-	rec.Data, rec.Device = maps.Clone(row.data), backend.Device{}
+	rec.Data, rec.Device, rec.Predecessor = maps.Clone(row.data), backend.Device{}, predecessor
 	return &rec, nil
 }
 
@@ -77,9 +92,9 @@ func (b *Backend) Apply(ctx context.Context, a backend.Action) error {
 			return nil // this insert's earlier attempt: New is random
 		}
 		if _, ok := b.find(a.Old, a.OldSessionID); ok {
-			delete(b.rows, a.Old)
+			b.remove(a.Old)
 		}
-		row := memoryRow{sessionID: a.SessionID, data: applyPatch(a.Patch, nil), created: a.Created, accessed: a.Accessed,
+		row := memoryRow{sessionID: a.SessionID, data: a.Patch.Apply(nil), created: a.Created, accessed: a.Accessed,
 			principal: a.Principal, lifetime: a.Lifetime, expires: a.Expires}
 		if a.Device != nil {
 			row.device = *a.Device
@@ -90,7 +105,7 @@ func (b *Backend) Apply(ctx context.Context, a backend.Action) error {
 		if !ok {
 			return backend.ErrGone
 		}
-		row.data = applyPatch(a.Patch, row.data)
+		row.data = a.Patch.Apply(row.data)
 		row.accessed = laterOf(row.accessed, a.Accessed)
 		if a.SetPrincipal {
 			row.principal = a.Principal
@@ -109,7 +124,9 @@ func (b *Backend) Apply(ctx context.Context, a backend.Action) error {
 			}
 			return backend.ErrGone
 		}
-		delete(b.rows, a.Old)
+		b.remove(a.Old)
+		row.prev, row.rotated, row.renewal = a.Old, a.Accessed, a.Renewal
+		b.prevs[a.Old] = a.New
 		if a.SetPrincipal {
 			row.principal = a.Principal
 		}
@@ -119,11 +136,11 @@ func (b *Backend) Apply(ctx context.Context, a backend.Action) error {
 		if a.Device != nil {
 			row.device = *a.Device
 		}
-		row.data, row.created, row.accessed, row.expires = applyPatch(a.Patch, row.data), a.Created, a.Accessed, a.Expires
+		row.data, row.created, row.accessed, row.expires = a.Patch.Apply(row.data), a.Created, a.Accessed, a.Expires
 		b.rows[a.New] = row
 	case backend.OpDelete:
 		if _, ok := b.find(a.Old, a.OldSessionID); ok {
-			delete(b.rows, a.Old)
+			b.remove(a.Old)
 		}
 	default:
 		return fmt.Errorf("pgsession: unknown operation %d", a.Op)
@@ -135,6 +152,15 @@ func (b *Backend) Apply(ctx context.Context, a backend.Action) error {
 func (b *Backend) find(id backend.ID, sid backend.SessionID) (memoryRow, bool) {
 	row, ok := b.rows[id]
 	return row, ok && row.sessionID == sid
+}
+
+// remove deletes the row under id, and its predecessor's entry. b.mu must
+// be held.
+func (b *Backend) remove(id backend.ID) {
+	if row, ok := b.rows[id]; ok && b.prevs[row.prev] == id {
+		delete(b.prevs, row.prev)
+	}
+	delete(b.rows, id)
 }
 
 // DeleteExpired implements backend.Backend.
@@ -157,7 +183,7 @@ func (b *Backend) deleteWhere(ctx context.Context, limit int, match func(memoryR
 			break
 		}
 		if match(row) {
-			delete(b.rows, id)
+			b.remove(id)
 			n++
 		}
 	}
@@ -187,20 +213,6 @@ func (b *Backend) ListByPrincipal(ctx context.Context, principal string) ([]back
 	}
 	slices.SortFunc(out, func(a, b backend.Record) int { return b.Accessed.Compare(a.Accessed) })
 	return out, nil
-}
-
-// applyPatch returns a new map: data with p applied, as PostgreSQL's
-// (data || set) - delete would compute it.
-func applyPatch(p backend.Patch, data map[string]json.RawMessage) map[string]json.RawMessage {
-	out := make(map[string]json.RawMessage, len(data)+len(p.Set))
-	if !p.Replace {
-		maps.Copy(out, data)
-		for _, k := range p.Delete {
-			delete(out, k)
-		}
-	}
-	maps.Copy(out, p.Set)
-	return out
 }
 
 func laterOf(a, b time.Time) time.Time {

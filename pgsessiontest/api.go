@@ -250,12 +250,17 @@ func testAPI(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		if _, err := h.m.Save(job); !errors.Is(err, context.Canceled) {
 			t.Errorf("Save after cancel: %v, want context.Canceled", err)
 		}
-		// A concurrent logout wins: "" and no error, nothing revived.
+		// A concurrent logout wins: a change is refused with ErrStaleKey,
+		// nothing revived; a job that changed nothing gets "" and no error.
 		job = mustLoadToken(t, h, ctx, tok)
+		reader := mustLoadToken(t, h, ctx, tok)
 		c.do("clear")
 		_ = pgsession.FromContext(job).Set("x", 3)
-		if got, err := h.m.Save(job); got != "" || err != nil {
-			t.Errorf("Save after a concurrent logout: %q, %v", got, err)
+		if got, err := h.m.Save(job); got != "" || !errors.Is(err, pgsession.ErrStaleKey) {
+			t.Errorf("Save of a change after a concurrent logout: %q, %v; want ErrStaleKey", got, err)
+		}
+		if _, err := h.m.Save(reader); err != nil { // it writes nothing, so it cannot tell
+			t.Errorf("Save of no change after a concurrent logout: %v", err)
 		}
 		if _, err := h.stored(tok); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("logged-out session revived: %v", err)

@@ -149,18 +149,21 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) backend.Backend) 
 	})
 
 	// 3. No resurrection.
-	t.Run("a request racing a logout does not resurrect the session", func(t *testing.T) {
+	t.Run("a request racing a logout does not resurrect the session, and its write is refused", func(t *testing.T) {
 		h := setup(t, nil)
 		c := h.client()
 		c.do("set:user:\"ada\"")
 		stale := c.cookie
 		racer := h.hold(c.cookieHeader(), "racer", "set:cart:[1,2]") // has loaded the session
+		reader := h.hold(c.cookieHeader(), "reader", "get:user")     // so has this one, which changes nothing
 		if r := c.do("clear", "rotate"); r.setCookie == nil || r.setCookie.MaxAge >= 0 {
 			t.Fatalf("logout: cookie %v, want expired", r.setCookie)
 		}
-		r := racer()
-		if r.status != 200 || r.setCookie != nil {
-			t.Errorf("racer: status %d, cookie %v; want 200 and no cookie", r.status, r.setCookie)
+		if r := racer(); r.status != http.StatusConflict || r.setCookie != nil {
+			t.Errorf("racer: status %d, cookie %v; want 409 (its write was not stored) and no cookie", r.status, r.setCookie)
+		}
+		if r := reader(); r.status != 200 || r.setCookie != nil {
+			t.Errorf("reader: status %d, cookie %v; want 200 and no cookie", r.status, r.setCookie)
 		}
 		if _, err := h.stored(stale); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("logged-out key resurrected: %v", err)
@@ -170,15 +173,18 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) backend.Backend) 
 		}
 	})
 
-	t.Run("a request racing a login rotation neither fails nor revives the old key", func(t *testing.T) {
+	t.Run("a request racing a login rotation neither revives the old key nor writes into the login", func(t *testing.T) {
 		h := setup(t, nil)
 		c := h.client()
 		c.do("set:cart:[]")
 		stale := c.cookie
 		racer := h.hold(c.cookieHeader(), "racer", "set:theme:\"dark\"")
 		c.do("set:user:\"ada\"", "rotate")
-		if r := racer(); r.status != 200 || r.setCookie != nil {
-			t.Errorf("racer: status %d, cookie %v", r.status, r.setCookie)
+		if r := racer(); r.status != http.StatusConflict || r.setCookie != nil {
+			t.Errorf("racer: status %d, cookie %v; want 409 and no cookie", r.status, r.setCookie)
+		}
+		if r := c.do("get:theme"); len(r.result.Get) != 0 {
+			t.Errorf("the pre-login key wrote into the login: %v", r.result.Get)
 		}
 		if _, err := h.stored(stale); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("rotated-away key resurrected: %v", err)

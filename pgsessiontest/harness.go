@@ -448,8 +448,27 @@ func decodeKey(t *testing.T, name, value string, hashKey []byte) []byte {
 	return key
 }
 
-// stored loads the row of the session whose cookie value is value.
+// stored loads the row of the session whose cookie value is value: the row
+// stored under its key, or ErrNotFound, also when the key is only the
+// predecessor of a row's key (see predecessorOf).
 func (h *harness) stored(value string) (*backend.Record, error) {
+	h.t.Helper()
+	rec, err := h.load(value)
+	if err == nil && rec.Predecessor {
+		return nil, backend.ErrNotFound
+	}
+	return rec, err
+}
+
+// predecessorOf reports whether the key of cookie value value names no row
+// but is the immediate predecessor of a session's current key.
+func (h *harness) predecessorOf(value string) bool {
+	h.t.Helper()
+	rec, err := h.load(value)
+	return err == nil && rec.Predecessor
+}
+
+func (h *harness) load(value string) (*backend.Record, error) {
 	h.t.Helper()
 	key, sid, ok := h.credOf(value)
 	if !ok {

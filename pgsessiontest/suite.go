@@ -106,6 +106,24 @@ func wantGone(t *testing.T, b backend.Backend, id backend.ID) {
 	}
 }
 
+// wantPredecessor checks that old names no row but is the immediate
+// predecessor of the row now under current, whose SessionID is sid: Load
+// finds that row by old and sid (never by old alone), reporting it.
+func wantPredecessor(t *testing.T, b backend.Backend, old, current backend.ID, sid pgsession.SessionID, renewal bool) *backend.Record {
+	t.Helper()
+	if rec, err := b.Load(context.Background(), old, pgsession.SessionID{}); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("Load(%s) by id alone = %+v, %v; want ErrNotFound", old, rec, err)
+	}
+	rec, err := b.Load(context.Background(), old, sid)
+	if err != nil {
+		t.Fatalf("Load(%s, %s) of a predecessor: %v", old, sid, err)
+	}
+	if !rec.Predecessor || rec.ID != current || rec.SessionID != sid || rec.Renewal != renewal || rec.Rotated.IsZero() {
+		t.Fatalf("Load(%s, %s) of a predecessor = %+v; want Predecessor, ID %s, Renewal %v, Rotated set", old, sid, rec, current, renewal)
+	}
+	return rec
+}
+
 // insert stores a row under id and sidOf(id).
 func insert(t *testing.T, b backend.Backend, id backend.ID, data map[string]json.RawMessage, created, accessed time.Time) {
 	t.Helper()
@@ -215,11 +233,47 @@ func testContract(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		insert(t, b, old, raw("a", `1`, "b", `2`), t0, t0)
 		mustApply(t, b, backend.Action{Op: backend.OpRotate, Old: old, OldSessionID: sidOf(old), New: fresh,
 			Patch: backend.Patch{Set: raw("user", `"ada"`), Delete: []string{"b"}}, Created: t0.Add(time.Hour), Accessed: t0.Add(time.Hour)})
-		wantGone(t, b, old)
+		wantPredecessor(t, b, old, fresh, sidOf(old), false)
 		rec := mustLoad(t, b, fresh, sidOf(old)) // the rotation keeps the SessionID
 		if !sameData(rec.Data, raw("a", `1`, "user", `"ada"`)) || !rec.Created.Equal(t0.Add(time.Hour)) || !rec.Accessed.Equal(t0.Add(time.Hour)) {
 			t.Errorf("rotated = %s %v %v", rec.Data, rec.Created, rec.Accessed)
 		}
+	})
+
+	t.Run("a rotation remembers its immediate predecessor, and only it", func(t *testing.T) {
+		t.Parallel()
+		b := newBackend(t)
+		k0, k1, k2 := newID(), newID(), newID()
+		sid := sidOf(k0)
+		insert(t, b, k0, raw("user", `"ada"`), t0, t0)
+		if rec := mustLoad(t, b, k0, sid); rec.Predecessor || !rec.Rotated.IsZero() {
+			t.Errorf("a row never rotated: Predecessor %v, Rotated %v", rec.Predecessor, rec.Rotated)
+		}
+		at1 := t0.Add(time.Minute)
+		mustApply(t, b, backend.Action{Op: backend.OpRotate, Old: k0, OldSessionID: sid, New: k1, Created: t0, Accessed: at1, Renewal: true})
+		if rec := wantPredecessor(t, b, k0, k1, sid, true); !rec.Rotated.Equal(at1) || !sameData(rec.Data, raw("user", `"ada"`)) || !rec.Created.Equal(t0) {
+			t.Errorf("predecessor's row: rotated %v, created %v, data %s", rec.Rotated, rec.Created, rec.Data)
+		}
+		if rec := mustLoad(t, b, k1, sid); rec.Predecessor || !rec.Rotated.Equal(at1) {
+			t.Errorf("by the current key: Predecessor %v, Rotated %v", rec.Predecessor, rec.Rotated)
+		}
+		if _, err := b.Load(ctx, k0, newSID()); !errors.Is(err, backend.ErrNotFound) {
+			t.Errorf("predecessor with another SessionID: %v, want ErrNotFound", err)
+		}
+		// Actions name the row by its current ID only.
+		if err := b.Apply(ctx, backend.Action{Op: backend.OpUpdate, Old: k0, OldSessionID: sid, Patch: backend.Patch{Set: raw("x", `1`)}}); !errors.Is(err, backend.ErrGone) {
+			t.Errorf("update by the predecessor: %v, want ErrGone", err)
+		}
+		at2 := t0.Add(2 * time.Minute)
+		mustApply(t, b, backend.Action{Op: backend.OpRotate, Old: k1, OldSessionID: sid, New: k2, Created: at2, Accessed: at2,
+			Patch: backend.Patch{Set: raw("user", `"bob"`)}})
+		wantGone(t, b, k0) // older than the immediate predecessor
+		if rec := wantPredecessor(t, b, k1, k2, sid, false); !rec.Rotated.Equal(at2) {
+			t.Errorf("second rotation at %v, want %v", rec.Rotated, at2)
+		}
+		mustApply(t, b, backend.Action{Op: backend.OpDelete, Old: k2, OldSessionID: sid})
+		wantGone(t, b, k1) // the session is gone, and its predecessor with it
+		wantGone(t, b, k2)
 	})
 
 	t.Run("insert and rotate repeated after success succeed once", func(t *testing.T) {
@@ -241,7 +295,7 @@ func testContract(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 			Patch: backend.Patch{Set: raw("b", `2`)}, Created: t0.Add(time.Hour), Accessed: t0.Add(time.Hour)}
 		mustApply(t, b, rot)
 		mustApply(t, b, rot)
-		wantGone(t, b, id)
+		wantPredecessor(t, b, id, rotated, sidOf(id), false)
 		rec := mustLoad(t, b, rotated, sidOf(id))
 		if !sameData(rec.Data, raw("a", `1`, "b", `2`)) || !rec.Created.Equal(t0.Add(time.Hour)) {
 			t.Errorf("after repeated rotation: %s created %v", rec.Data, rec.Created)
@@ -351,7 +405,11 @@ func testContract(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		if won != 1 {
 			t.Errorf("%d rotations succeeded, want exactly 1", won)
 		}
-		wantGone(t, b, old)
+		for i, err := range errs {
+			if err == nil {
+				wantPredecessor(t, b, old, ids[i], sidOf(old), false)
+			}
+		}
 	})
 
 	t.Run("delete expired removes exactly the expired rows, in bounded batches", func(t *testing.T) {

@@ -56,6 +56,9 @@ var upgradeColumns = map[string]string{
 	"expires_at":          "timestamp with time zone",
 	"user_agent":          "text",
 	"client_addr":         "text",
+	"prev_key_hash":       "bytea",
+	"rotated_at":          "timestamp with time zone",
+	"renewal":             "boolean",
 }
 
 // wantColumns is the shape Migrate requires of an existing table.
@@ -219,7 +222,7 @@ func (b *Backend) Check(ctx context.Context) error {
 	switch {
 	case err != nil:
 	case !current.columns:
-		err = fmt.Errorf("%w: %s lacks the columns added since pgsession 0.1 (session_id, lifetime and device columns); %s",
+		err = fmt.Errorf("%w: %s lacks the columns added since pgsession 0.1 (session_id, lifetime, device and predecessor columns); %s",
 			ErrSchemaMismatch, b.table, adviceMigrate)
 	}
 	return err

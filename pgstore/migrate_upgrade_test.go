@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -105,5 +106,51 @@ func TestMigrateOfACurrentTableTakesNoTableLock(t *testing.T) {
 	defer cancel()
 	if err := pgstore.New(pgtest.Open(t, "postgres"), pgstore.WithTable(table)).Migrate(ctx); err != nil {
 		t.Fatalf("Migrate beside an open reader: %v", err)
+	}
+}
+
+// A table created by pgsession 0.2 (testdata/schema_v0.2.sql, before the
+// predecessor columns) is upgraded in place by Migrate, run by several
+// instances at once: its sessions load as never rotated, and a rotation
+// then records its predecessor.
+func TestMigrateUpgradesV02Table(t *testing.T) {
+	db := pgtest.Open(t, "postgres")
+	schema := pgtest.Schema(t, db)
+	table := schema + ".sessions"
+	fixture, err := os.ReadFile("testdata/schema_v0.2.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := db.MustBegin()
+	tx.MustExec(`SET LOCAL search_path TO ` + schema)
+	tx.MustExec(string(fixture))
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	b := pgstore.New(db, pgstore.WithTable(table))
+	if err := b.Check(ctx); !errors.Is(err, pgstore.ErrSchemaMismatch) {
+		t.Fatalf("Check of a 0.2 table: %v, want ErrSchemaMismatch (Migrate needed)", err)
+	}
+	id, sid, now := randomID(), backend.SessionID{4, 5, 6}, time.Now().Truncate(time.Microsecond)
+	db.MustExec(`INSERT INTO `+table+` (key_hash, data, created_at, accessed_at, session_id) VALUES ($1, '{"n":1}', $2, $2, $3)`, id[:], now, sid[:])
+
+	concurrently(t, 4, "Migrate of a 0.2 table", func() error {
+		return pgstore.New(pgtest.Open(t, "postgres"), pgstore.WithTable(table)).Migrate(ctx)
+	})
+	if err := b.Check(ctx); err != nil {
+		t.Fatalf("Check after the upgrade: %v", err)
+	}
+	rec, err := b.Load(ctx, id, sid)
+	if err != nil || string(rec.Data["n"]) != "1" || !rec.Rotated.IsZero() || rec.Predecessor {
+		t.Fatalf("a 0.2 session after the upgrade: %+v, %v", rec, err)
+	}
+	next, later := randomID(), now.Add(time.Second)
+	if err := b.Apply(ctx, backend.Action{Op: backend.OpRotate, Old: id, OldSessionID: sid, New: next, Created: now, Accessed: later, Renewal: true}); err != nil {
+		t.Fatalf("rotating it: %v", err)
+	}
+	rec, err = b.Load(ctx, id, sid)
+	if err != nil || !rec.Predecessor || rec.ID != next || !rec.Renewal || !rec.Rotated.Equal(later) {
+		t.Fatalf("its predecessor after a rotation: %+v, %v", rec, err)
 	}
 }

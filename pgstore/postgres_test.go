@@ -81,8 +81,8 @@ func TestPostgresMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	if err := b.Migrate(context.Background()); err != nil {
 		t.Fatalf("second Migrate: %v", err)
 	}
-	if n := pgtest.Count(t, db, "SELECT count(*) FROM pg_indexes WHERE schemaname || '.' || tablename = $1", table); n != 5 {
-		t.Errorf("%d indexes, want 5 (primary key, accessed_at, created_at, principal, expires_at)", n)
+	if n := pgtest.Count(t, db, "SELECT count(*) FROM pg_indexes WHERE schemaname || '.' || tablename = $1", table); n != 6 {
+		t.Errorf("%d indexes, want 6 (primary key, accessed_at, created_at, principal, expires_at, prev_key_hash)", n)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/pgsession/pgsession/backend"
@@ -13,7 +14,8 @@ import (
 )
 
 // Load implements backend.Backend: one SELECT by primary key (by its first column
-// for a zero sid).
+// for a zero sid), and for a key that names no row a second one, for the
+// row whose predecessor it is.
 func (b *Backend) Load(ctx context.Context, id backend.ID, sid backend.SessionID) (*backend.Record, error) {
 	l := &loadedRow{rec: backend.Record{ID: id, SessionID: sid}}
 	l.args[0], l.args[1] = l.rec.ID[:], l.rec.SessionID[:]
@@ -23,6 +25,12 @@ func (b *Backend) Load(ctx context.Context, id backend.ID, sid backend.SessionID
 	}
 	if _, err := b.run(ctx, query, args, l.scan); err != nil {
 		return nil, err
+	}
+	if !l.found && sid != (backend.SessionID{}) {
+		l.rec.Predecessor = true
+		if _, err := b.run(ctx, sqlLoadPredecessor, args, l.scan); err != nil {
+			return nil, err
+		}
 	}
 	if !l.found {
 		return nil, backend.ErrNotFound
@@ -49,14 +57,24 @@ type loadedRow struct {
 const pgEpoch = 946684800 * 1000000
 
 // metaLength is the length of the packed column of sqlLoadColumns.
-const metaLength = len(backend.SessionID{}) + 5*8
+const metaLength = len(backend.SessionID{}) + 6*8
 
 // scan reads the row, if any, and decodes it.
 func (l *loadedRow) scan(rows *sql.Rows) error {
 	if !rows.Next() {
 		return rows.Err()
 	}
-	if err := rows.Scan(&l.data, &l.meta); err != nil {
+	var err error
+	if l.rec.Predecessor {
+		var current []byte
+		err = rows.Scan(&l.data, &l.meta, &current, &l.rec.Renewal)
+		if copy(l.rec.ID[:], current) != len(l.rec.ID) && err == nil {
+			err = fmt.Errorf("pgsession: stored key_hash %x is not %d bytes", current, len(l.rec.ID))
+		}
+	} else {
+		err = rows.Scan(&l.data, &l.meta)
+	}
+	if err != nil {
 		return err
 	}
 	l.found = true
@@ -65,7 +83,7 @@ func (l *loadedRow) scan(rows *sql.Rows) error {
 		l.err = fmt.Errorf("unexpected row metadata %x (the statement and its decoding disagree)", m)
 		return nil
 	}
-	var v [5]int64
+	var v [6]int64
 	for i := range v {
 		v[i] = int64(binary.BigEndian.Uint64(m[len(l.rec.SessionID)+8*i:]))
 	}
@@ -75,7 +93,9 @@ func (l *loadedRow) scan(rows *sql.Rows) error {
 		l.lifetime = backend.Lifetime{IdleTimeout: timeoutMS(v[3]), AbsoluteTimeout: timeoutMS(v[4]), Persistent: own == 2}
 		l.rec.Lifetime = &l.lifetime
 	}
-	var err error
+	if v[5] != math.MinInt64 { // -infinity: never rotated
+		l.rec.Rotated = time.UnixMicro(pgEpoch + v[5]).UTC()
+	}
 	if l.rec.Data, err = sessiondata.DecodeValidData(l.data); err != nil { // jsonb: always valid JSON
 		l.err = fmt.Errorf("stored data is not a JSON object: %w", err)
 	}
@@ -128,13 +148,13 @@ func (b *Backend) Apply(ctx context.Context, a backend.Action) error {
 	case backend.OpRotate:
 		if !a.Patch.Replace && a.Lifetime == nil && a.Device == nil {
 			n, err = b.exec(ctx, sqlRotatePatch, a.Old[:], a.New[:], jsonObject(a.Patch.Set), array(a.Patch.Delete),
-				timeArg(a.Created), timeArg(a.Accessed), a.SetPrincipal, nullString(a.Principal), timeArg(a.Expires), a.OldSessionID[:])
+				timeArg(a.Created), timeArg(a.Accessed), a.SetPrincipal, nullString(a.Principal), timeArg(a.Expires), a.OldSessionID[:], a.Renewal)
 		} else {
 			idle, absolute, persistent := lifetimeArgs(a.Lifetime)
 			ua, addr := deviceArgs(a.Device)
 			n, err = b.exec(ctx, sqlRotate, a.Old[:], a.New[:], a.Patch.Replace, jsonObject(a.Patch.Set), array(a.Patch.Delete),
 				timeArg(a.Created), timeArg(a.Accessed), a.SetPrincipal, nullString(a.Principal), a.Lifetime != nil, idle, absolute, persistent,
-				timeArg(a.Expires), a.Device != nil, ua, addr, a.OldSessionID[:])
+				timeArg(a.Expires), a.Device != nil, ua, addr, a.OldSessionID[:], a.Renewal)
 		}
 		if err == nil && n == 0 {
 			// The old row is gone: by a concurrent logout or rotation, or

@@ -39,6 +39,14 @@ CREATE TABLE IF NOT EXISTS sessions (
     -- it (personal data).
     user_agent  text,
     client_addr text,
+    -- The key this row's key replaced (SHA-256, as key_hash), when, and
+    -- whether that rotation kept who is signed in (a renewal): a request in
+    -- flight with that key is recognised for Config.RotationGrace, served
+    -- after a renewal, refused after a login or logout. One at most: the
+    -- next rotation replaces it.
+    prev_key_hash bytea,
+    rotated_at    timestamptz,
+    renewal       boolean,
     -- Every statement on one session names it by both (a token carries the
     -- session ID beside the key), so on Citus, distributed by session_id,
     -- each runs on one shard. key_hash first: a token of the old form (key
@@ -50,7 +58,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 WITH (fillfactor = 80);
 
 -- Upgrades a table created by pgsession 0.1 (before session_id, lifetimes
--- and devices) in place. Existing sessions get a random session_id and
+-- and devices) or 0.2 (before the predecessor key) in place. Existing sessions get a random session_id and
 -- follow Config as before. Each statement does nothing on a current table.
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS session_id bytea NOT NULL DEFAULT uuid_send(gen_random_uuid());
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS idle_timeout_ms bigint;
@@ -59,6 +67,10 @@ ALTER TABLE sessions ADD COLUMN IF NOT EXISTS persistent boolean;
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS expires_at timestamptz;
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS user_agent text;
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS client_addr text;
+-- Since 0.3: the predecessor key (the regenerate race).
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS prev_key_hash bytea;
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS rotated_at timestamptz;
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS renewal boolean;
 
 -- Both indexes serve DeleteExpired, which removes rows past either timeout.
 CREATE INDEX IF NOT EXISTS sessions_accessed_at_idx ON sessions (accessed_at);
@@ -66,6 +78,10 @@ CREATE INDEX IF NOT EXISTS sessions_created_at_idx ON sessions (created_at);
 
 -- Serves DeleteByPrincipal and ListByPrincipal ("log out everywhere").
 CREATE INDEX IF NOT EXISTS sessions_principal_idx ON sessions (principal) WHERE principal IS NOT NULL;
+
+-- Serves Load for a key rotated away moments ago (only rotated rows have an
+-- entry; a request with the current key never reads it).
+CREATE INDEX IF NOT EXISTS sessions_prev_key_hash_idx ON sessions (prev_key_hash) WHERE prev_key_hash IS NOT NULL;
 
 -- Serves DeleteExpired for sessions with a lifetime of their own.
 CREATE INDEX IF NOT EXISTS sessions_expires_at_idx ON sessions (expires_at) WHERE expires_at IS NOT NULL;

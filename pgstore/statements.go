@@ -23,13 +23,20 @@ const (
 	// form (microseconds since 2000-01-01 UTC), the lifetime columns' state
 	// (0: NULL, the session follows Config; 1: its own, not persistent; 2:
 	// its own, persistent), idle_timeout_ms and absolute_timeout_ms (0 when
-	// NULL). Decoding two columns costs the driver and database/sql a
-	// fraction of seven, two of them timestamps as text.
+	// NULL), rotated_at (-infinity when NULL). Decoding two columns costs
+	// the driver and database/sql a fraction of eight, three of them
+	// timestamps as text.
 	sqlLoadColumns = `data, session_id || timestamptz_send(created_at) || timestamptz_send(accessed_at)
 		|| int8send(CASE WHEN idle_timeout_ms IS NULL THEN 0 WHEN persistent THEN 2 ELSE 1 END)
-		|| int8send(COALESCE(idle_timeout_ms, 0)) || int8send(COALESCE(absolute_timeout_ms, 0))`
+		|| int8send(COALESCE(idle_timeout_ms, 0)) || int8send(COALESCE(absolute_timeout_ms, 0))
+		|| timestamptz_send(COALESCE(rotated_at, '-infinity'))`
 	sqlLoad      = `SELECT ` + sqlLoadColumns + ` FROM {t} WHERE key_hash = $1 AND session_id = $2`
 	sqlLoadByKey = `SELECT ` + sqlLoadColumns + ` FROM {t} WHERE key_hash = $1`
+	// A key that names no row may be its session's predecessor (sqlRotate):
+	// the row by session_id (one shard on Citus) and the partial index on
+	// prev_key_hash, with the row's current key hash and the rotation's kind.
+	sqlLoadPredecessor = `SELECT ` + sqlLoadColumns + `, key_hash, COALESCE(renewal, false) FROM {t}
+		WHERE prev_key_hash = $1 AND session_id = $2`
 	// A row already under the new key can only be this insert's own
 	// earlier attempt (the key is 256 random bits), whose answer was lost:
 	// the repeat then does nothing. No conflict target: the primary key is
@@ -68,8 +75,9 @@ const (
 	// it would not see a freshly inserted one (READ COMMITTED), and of
 	// concurrent rotations of one key exactly one finds the old key. The
 	// session_id stays, and so does the row's shard on Citus (which refuses
-	// to change a distribution column).
-	sqlRotate = `UPDATE {t} SET key_hash = $2,
+	// to change a distribution column). The old key hash becomes the row's
+	// predecessor (replacing any earlier one), rotated at the access time.
+	sqlRotate = `UPDATE {t} SET key_hash = $2, prev_key_hash = key_hash, rotated_at = ($7` + micros + `), renewal = $19,
 		data = CASE WHEN $3 THEN $4::jsonb ELSE (data || $4::jsonb) - COALESCE($5::text[], '{}') END,
 		created_at = ($6` + micros + `), accessed_at = ($7` + micros + `), principal = CASE WHEN $8 THEN $9 ELSE principal END,
 		idle_timeout_ms = CASE WHEN $10 THEN $11 ELSE idle_timeout_ms END,
@@ -80,7 +88,8 @@ const (
 		WHERE key_hash = $1 AND session_id = $18`
 	// The common rotation (a login): sqlRotate for a patch that keeps the
 	// lifetime and the device columns, with a third of its parameters.
-	sqlRotatePatch = `UPDATE {t} SET key_hash = $2, data = (data || $3::jsonb) - COALESCE($4::text[], '{}'),
+	sqlRotatePatch = `UPDATE {t} SET key_hash = $2, prev_key_hash = key_hash, rotated_at = ($6` + micros + `), renewal = $11,
+		data = (data || $3::jsonb) - COALESCE($4::text[], '{}'),
 		created_at = ($5` + micros + `), accessed_at = ($6` + micros + `), principal = CASE WHEN $7 THEN $8 ELSE principal END,
 		expires_at = ($9` + micros + `)
 		WHERE key_hash = $1 AND session_id = $10`
