@@ -192,8 +192,8 @@ func newSeqRig(t *testing.T, srv *httptest.Server) *seqRig {
 		// The model's keys die when rotated away: the grace window for
 		// requests in flight is the race tests' (pgsessiontest/race.go).
 		RotationGrace: -1,
-		Now:    func() time.Time { return time.Unix(0, r.clock.Load()).UTC() },
-		Logger: slog.New(slog.DiscardHandler),
+		Now:           func() time.Time { return time.Unix(0, r.clock.Load()).UTC() },
+		Logger:        slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)

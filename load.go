@@ -54,7 +54,11 @@ func (m *Manager) Load(ctx context.Context, token string) (context.Context, erro
 // form before tokens carried the session ID), a new one when the session
 // was created or its key rotated, and
 // "" when the session is empty or was deleted, or when a concurrent logout or
-// rotation deleted it first (which is not an error: its key stays dead).
+// rotation deleted it first and this job changed no data (which is not an
+// error: its key stays dead). A job that changed data then gets an error
+// wrapping ErrStaleKey instead, having stored nothing (see
+// Config.RotationGrace); after a concurrent renewal its change is stored
+// and the token it was given stays valid for the grace window.
 // After a RotateKey the old token is dead, so the client must get the new
 // one.
 //

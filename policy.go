@@ -46,6 +46,10 @@ type change struct {
 	// by the middleware's response), so the policy may renew the key on
 	// its own (RenewAfter).
 	renewable bool
+	// resign says the request's cookie must be sent again to stay valid:
+	// it is signed with an older hash key, or of the form before tokens
+	// carried the session ID.
+	resign bool
 }
 
 // cookieOp says what the response does with the session cookie.
@@ -151,13 +155,34 @@ func (t policy) ownExpires(own *Lifetime, created, accessed time.Time) time.Time
 	return t.expiry(own, created, accessed)
 }
 
-// cookieExpires returns the expiry to put on the cookie: the session's, or
-// zero for a browser-session cookie.
+// cookieExpires returns the expiry to put on the cookie: the latest the
+// session can end, its creation plus the absolute timeout, so that the
+// cookie of a session in use never has to be sent again with the same key
+// (a response that did could arrive after a concurrent rotation's and put
+// the retired key back in the client's jar); with no absolute timeout, its
+// access plus the idle timeout (see cookieSlides); zero for a
+// browser-session cookie. A cookie that outlives its session's idle
+// timeout is expired by the first request that brings it.
 func (t policy) cookieExpires(own *Lifetime, created, accessed time.Time) time.Time {
 	if (own == nil && t.sessionOnly) || (own != nil && !own.Persistent) {
 		return time.Time{}
 	}
-	return t.expiry(own, created, accessed)
+	idle, absolute := t.timeouts(own)
+	switch {
+	case absolute > 0:
+		return created.Add(absolute)
+	case idle > 0:
+		return accessed.Add(idle)
+	}
+	return time.Time{}
+}
+
+// cookieSlides reports whether the cookie's expiry moves with the access
+// time (a persistent cookie with an idle but no absolute timeout), so that
+// writing the access time sends the cookie again.
+func (t policy) cookieSlides(own *Lifetime) bool {
+	idle, absolute := t.timeouts(own)
+	return absolute <= 0 && idle > 0 && !t.cookieExpires(own, time.Time{}, time.Time{}.Add(time.Hour)).IsZero()
 }
 
 // decide returns what to write for a request that loaded loaded (nil when
@@ -242,14 +267,27 @@ func (t policy) live(loaded *backend.Record, c change, now time.Time, renew bool
 	// A data change within the resolution leaves the access time alone too:
 	// with no indexed column changed, PostgreSQL can update the row in place
 	// (a HOT update) instead of adding to every index.
+	// The cookie goes out again only when it must change: a new lifetime,
+	// a cookie to re-sign, or an expiry that slides with the access time.
 	a := backend.Action{Op: backend.OpUpdate, Old: old, OldSessionID: sid, Patch: c.patch, Lifetime: c.lifetime}
 	accessed := loaded.Accessed
+	cookie := cookieKeep
 	if t.touchDue(loaded, now) {
 		a.Accessed, accessed = now, now
+		if t.cookieSlides(own) {
+			cookie = cookieSet
+		}
+	}
+	if c.lifetime != nil || c.resign {
+		cookie = cookieSet
 	}
 	a.Expires = t.ownExpires(own, loaded.Created, accessed)
 	t.setPrincipal(&a, c, false)
-	return decision{action: a, cookie: cookieSet, expires: t.cookieExpires(own, loaded.Created, accessed)}
+	d := decision{action: a, cookie: cookie}
+	if cookie == cookieSet {
+		d.expires = t.cookieExpires(own, loaded.Created, accessed)
+	}
+	return d
 }
 
 // rotate moves the session loaded to a new key, created at created. The

@@ -7,8 +7,12 @@ import "context"
 // authentication, login and logout alike: the data (with this request's
 // changes) moves to the new key, the session's creation time restarts (login
 // is re-authentication, so the absolute timeout starts over), the old key is
-// deleted in the same transaction and can never be used again, and the
-// response carries the new cookie (Manager.Save returns the new token).
+// retired in the same statement and never names the session again, and the
+// response carries the new cookie (Manager.Save returns the new token). For
+// Config.RotationGrace the client's requests still in flight with the old
+// key are recognised: served the session after a renewal (the PrincipalKey
+// value unchanged), kept from it after a login or logout, and never given a
+// cookie; see Config.RotationGrace.
 // Rotating a session that ends up empty just deletes it.
 //
 // When several Managers serve the request (see Manager.FromContext),

@@ -340,7 +340,8 @@ func (s *Session) seal() (change, bool) {
 		return change{}, false
 	}
 	s.saved = true
-	c := change{data: s.data, rotate: s.rotate, freeze: s.freeze, lifetime: s.lifetime, dead: s.dead, renewable: s.renewable()}
+	c := change{data: s.data, rotate: s.rotate, freeze: s.freeze, lifetime: s.lifetime, dead: s.dead, renewable: s.renewable(),
+		resign: s.key != nil && s.signed == ""}
 	c.patch.Replace = s.cleared
 	if s.cleared {
 		c.patch.Set = s.data

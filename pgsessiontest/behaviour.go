@@ -232,8 +232,8 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) backend.Backend) 
 		}
 		h.clock.Advance(5 * time.Minute)
 		r := c.do("get:user")
-		if _, a := h.counts(); a != before+1 || r.setCookie == nil {
-			t.Fatalf("after the resolution: %d writes, cookie %v; want 1 write and a cookie", a-before, r.setCookie)
+		if _, a := h.counts(); a != before+1 || r.setCookie != nil {
+			t.Fatalf("after the resolution: %d writes, cookie %v; want 1 write and no cookie (its expiry does not move)", a-before, r.setCookie)
 		}
 		if rec, err := h.stored(c.cookie); err != nil || !rec.Accessed.Equal(h.clock.Now()) {
 			t.Errorf("stored access time = %v (%v), want %v", rec, err, h.clock.Now())
@@ -392,13 +392,36 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) backend.Backend) 
 		if ck == nil || !ck.HttpOnly || !ck.Secure || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.Domain != "" {
 			t.Fatalf("cookie %+v: want HttpOnly, Secure, SameSite=Lax, Path=/", ck)
 		}
-		if ck.MaxAge != int((8*time.Hour).Seconds()) || !ck.Expires.Equal(h.clock.Now().Add(8*time.Hour)) {
-			t.Errorf("new session: Max-Age %d, Expires %v; want idle timeout", ck.MaxAge, ck.Expires)
+		// The cookie lasts as long as the session can: its creation plus the
+		// absolute timeout, so that a write never sends it again (a response
+		// that did could undo a concurrent rotation in the client's jar).
+		if ck.MaxAge != int((10*time.Hour).Seconds()) || !ck.Expires.Equal(h.clock.Now().Add(10*time.Hour)) {
+			t.Errorf("new session: Max-Age %d, Expires %v; want the absolute timeout", ck.MaxAge, ck.Expires)
 		}
 		h.clock.Advance(7 * time.Hour)
-		r = c.do("set:a:2")
-		if r.setCookie == nil || r.setCookie.MaxAge != int((3*time.Hour).Seconds()) {
-			t.Errorf("near the absolute timeout: cookie %+v, want Max-Age 3h", r.setCookie)
+		if r = c.do("set:a:2"); r.setCookie != nil {
+			t.Errorf("a write sent the cookie again: %+v", r.setCookie)
+		}
+		// An idle session's cookie is expired by the first request it brings.
+		h.clock.Advance(8 * time.Hour)
+		if r = c.do("get:a"); r.setCookie == nil || r.setCookie.MaxAge >= 0 || len(r.result.Get) != 0 {
+			t.Errorf("after the idle timeout: cookie %+v, read %v; want the cookie expired", r.setCookie, r.result.Get)
+		}
+	})
+
+	t.Run("without an absolute timeout the cookie slides with each access time written", func(t *testing.T) {
+		h := setup(t, func(c *pgsession.Config) { c.IdleTimeout, c.AbsoluteTimeout, c.TimeoutResolution = 8*time.Hour, -1, time.Hour })
+		c := h.client()
+		if ck := c.do("set:a:1").setCookie; ck == nil || ck.MaxAge != int((8*time.Hour).Seconds()) {
+			t.Fatalf("new session: cookie %+v, want Max-Age 8h", ck)
+		}
+		h.clock.Advance(30 * time.Minute)
+		if r := c.do("set:a:2"); r.setCookie != nil {
+			t.Errorf("a write within the resolution sent the cookie: %+v", r.setCookie)
+		}
+		h.clock.Advance(time.Hour)
+		if ck := c.do("get:a").setCookie; ck == nil || !ck.Expires.Equal(h.clock.Now().Add(8*time.Hour)) {
+			t.Errorf("access time written: cookie %+v, want it sent again with Expires 8h from now", ck)
 		}
 	})
 

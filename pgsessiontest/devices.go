@@ -22,8 +22,8 @@ func testLifetimesAndDevices(t *testing.T, newBackend func(t *testing.T) backend
 		h := setup(t, func(c *pgsession.Config) { c.Cookie.SessionOnly = true })
 		remembered, plain, admin := h.client(), h.client(), h.client()
 		r := remembered.do(`set:user:"a"`, "lifetime:720h,2160h,true")
-		if ck := r.setCookie; ck == nil || ck.MaxAge != int((720*time.Hour).Seconds()) || r.errs() != "" {
-			t.Fatalf("remember me: cookie %+v, errs %s; want Max-Age 30 days despite SessionOnly", ck, r.errs())
+		if ck := r.setCookie; ck == nil || ck.MaxAge != int((2160*time.Hour).Seconds()) || r.errs() != "" {
+			t.Fatalf("remember me: cookie %+v, errs %s; want Max-Age 90 days (its absolute timeout) despite SessionOnly", ck, r.errs())
 		}
 		if ck := plain.do(`set:user:"b"`).setCookie; ck == nil || ck.MaxAge != 0 || !ck.Expires.IsZero() {
 			t.Fatalf("without a lifetime: cookie %+v, want a browser-session cookie (SessionOnly)", ck)
@@ -45,8 +45,8 @@ func testLifetimesAndDevices(t *testing.T, newBackend func(t *testing.T) backend
 			t.Errorf("the plain session's row: %v, want ErrNotFound", err)
 		}
 		r = remembered.do("get:user", "rotate")
-		if string(r.result.Get["user"]) != `"a"` || r.setCookie == nil || r.setCookie.MaxAge != int((720*time.Hour).Seconds()) {
-			t.Fatalf("remembered after 9h: saw %v, rotated cookie %+v; want the session, and Max-Age kept by rotation", r.result.Get, r.setCookie)
+		if string(r.result.Get["user"]) != `"a"` || r.setCookie == nil || r.setCookie.MaxAge != int((2160*time.Hour).Seconds()) {
+			t.Fatalf("remembered after 9h: saw %v, rotated cookie %+v; want the session, and its 90-day lifetime kept by rotation", r.result.Get, r.setCookie)
 		}
 		// A new lifetime alone is a change: written, and the cookie follows.
 		r = remembered.do("lifetime:1h,0s,false")

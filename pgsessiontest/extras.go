@@ -276,7 +276,7 @@ func testExtras(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		}
 		r := c.do("set:a:1")
 		ind := cookieNamed(r, "has-session")
-		if ind == nil || ind.HttpOnly || !ind.Secure || ind.Value != strconv.FormatInt(h.clock.Now().Add(pgsession.DefaultIdleTimeout).Unix(), 10) ||
+		if ind == nil || ind.HttpOnly || !ind.Secure || ind.Value != strconv.FormatInt(h.clock.Now().Add(pgsession.DefaultAbsoluteTimeout).Unix(), 10) ||
 			ind.MaxAge != r.setCookie.MaxAge {
 			t.Fatalf("indicator %+v, session cookie %+v", ind, r.setCookie)
 		}

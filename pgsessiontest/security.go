@@ -129,7 +129,7 @@ func testSecurity(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 			t.Errorf("anonymous request: Vary %q; want Cookie", r.header.Values("Vary"))
 		}
 		for i, cc := range []string{`no-cache="Set-Cookie"`, "s-maxage=60, public", "private, no-store"} {
-			r := c.do("set:a:"+strconv.Itoa(i+2), "cache:"+cc)
+			r := c.do("set:a:"+strconv.Itoa(i+2), "rotate", "cache:"+cc)
 			got := r.header.Get("Cache-Control")
 			if r.setCookie == nil {
 				t.Fatalf("set:a:%d sent no cookie", i+2)

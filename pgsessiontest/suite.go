@@ -32,6 +32,7 @@ func TestBackend(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 	t.Run("security", func(t *testing.T) { testSecurity(t, newBackend) })
 	t.Run("lifetimes and devices", func(t *testing.T) { testLifetimesAndDevices(t, newBackend) })
 	t.Run("api", func(t *testing.T) { testAPI(t, newBackend) })
+	t.Run("regenerate race", func(t *testing.T) { testRace(t, newBackend) })
 }
 
 // Contract: the Backend methods called directly.
