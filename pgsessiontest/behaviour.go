@@ -410,7 +410,9 @@ func testBehaviour(t *testing.T, newBackend func(t *testing.T) backend.Backend) 
 	})
 
 	t.Run("without an absolute timeout the cookie slides with each access time written", func(t *testing.T) {
-		h := setup(t, func(c *pgsession.Config) { c.IdleTimeout, c.AbsoluteTimeout, c.TimeoutResolution = 8*time.Hour, -1, time.Hour })
+		h := setup(t, func(c *pgsession.Config) {
+			c.IdleTimeout, c.AbsoluteTimeout, c.TimeoutResolution = 8*time.Hour, -1, time.Hour
+		})
 		c := h.client()
 		if ck := c.do("set:a:1").setCookie; ck == nil || ck.MaxAge != int((8*time.Hour).Seconds()) {
 			t.Fatalf("new session: cookie %+v, want Max-Age 8h", ck)
