@@ -284,7 +284,7 @@ func testRace(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		c := h.client()
 		tok := c.do(`set:user:"ada"`, "token").result.Token
 		h.clock.Advance(time.Hour)
-		if r := h.bearer(tok, "get:user", "token"); r.result.Token != tok {
+		if r := h.bearer(tok, "get:user", "token"); r.result.Token == "" || !bytes.Equal(h.key(r.result.Token), h.key(tok)) {
 			t.Errorf("a bearer request was renewed: token %q", r.result.Token)
 		}
 		old := c.cookie

@@ -52,17 +52,10 @@ func TestExampleRememberMe(t *testing.T) {
 		if ck.MaxAge != 0 || !ck.Expires.IsZero() {
 			t.Errorf("without remember me: cookie %v, want a browser-session cookie (no Max-Age, no Expires)", ck)
 		}
-		// The page after the login keeps each kind of cookie.
+		// The page after the login keeps the key: no cookie sent again.
 		for _, c := range []*client{remembered, forgotten} {
-			resp, _ := c.do(http.MethodGet, "/", nil, nil)
-			ck := sessionCookie(resp.Cookies())
-			switch {
-			case ck == nil:
-				t.Errorf("a counted visit set no cookie")
-			case c == remembered && ck.MaxAge < int((month-time.Hour).Seconds()):
-				t.Errorf("remember me, next page: cookie %v, want Max-Age about %v", ck, month)
-			case c == forgotten && ck.MaxAge != 0:
-				t.Errorf("without remember me, next page: cookie %v, want a browser-session cookie", ck)
+			if resp, _ := c.do(http.MethodGet, "/", nil, nil); sessionCookie(resp.Cookies()) != nil {
+				t.Errorf("a counted visit sent the session cookie again: %q", resp.Header["Set-Cookie"])
 			}
 		}
 
