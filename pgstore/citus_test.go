@@ -124,13 +124,7 @@ func TestCitusDistributeUpgradedTable(t *testing.T) {
 	db := openCitus(t)
 	schema := pgtest.Schema(t, db)
 	table := schema + ".sessions"
-	fixture, err := os.ReadFile("testdata/schema_v0.1.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx := db.MustBegin()
-	tx.MustExec(`SET LOCAL search_path TO ` + pq.QuoteIdentifier(schema))
-	tx.MustExec(string(fixture))
+	tx := beginOldTable(t, db, schema, "schema_v0.1.sql")
 	tx.MustExec(`INSERT INTO sessions (key_hash, data, created_at, accessed_at, principal)
 		SELECT sha256(g::text::bytea), '{"a":1}', now(), now(), 'alice' FROM generate_series(1, 100) g`)
 	if err := tx.Commit(); err != nil {

@@ -1,9 +1,12 @@
 package pgstore_test
 
 import (
+	"os"
 	"sync"
 	"testing"
 
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 	"github.com/pgsession/pgsession/internal/pgtest"
 )
 
@@ -39,4 +42,19 @@ func concurrently(t testing.TB, n int, what string, f func() error) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
+}
+
+// beginOldTable begins a transaction on db that creates, in schema, the
+// table of an earlier version (testdata/fixture, as that version's
+// schema.sql was): the caller adds its rows and commits.
+func beginOldTable(t testing.TB, db *sqlx.DB, schema, fixture string) *sqlx.Tx {
+	t.Helper()
+	script, err := os.ReadFile("testdata/" + fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := db.MustBegin()
+	tx.MustExec(`SET LOCAL search_path TO ` + pq.QuoteIdentifier(schema))
+	tx.MustExec(string(script))
+	return tx
 }

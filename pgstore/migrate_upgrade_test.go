@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -23,13 +22,7 @@ func TestMigrateUpgradesV01Table(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
 	schema := pgtest.Schema(t, db)
 	table := schema + ".sessions"
-	fixture, err := os.ReadFile("testdata/schema_v0.1.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx := db.MustBegin()
-	tx.MustExec(`SET LOCAL search_path TO ` + schema)
-	tx.MustExec(string(fixture))
+	tx := beginOldTable(t, db, schema, "schema_v0.1.sql")
 	now := time.Now().Truncate(time.Millisecond)
 	const n = 200
 	keys := make([][]byte, n)
@@ -117,13 +110,7 @@ func TestMigrateUpgradesV02Table(t *testing.T) {
 	db := pgtest.Open(t, "postgres")
 	schema := pgtest.Schema(t, db)
 	table := schema + ".sessions"
-	fixture, err := os.ReadFile("testdata/schema_v0.2.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx := db.MustBegin()
-	tx.MustExec(`SET LOCAL search_path TO ` + schema)
-	tx.MustExec(string(fixture))
+	tx := beginOldTable(t, db, schema, "schema_v0.2.sql")
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
