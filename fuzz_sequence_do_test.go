@@ -59,6 +59,13 @@ func (r *seqRig) do(req seqReq) {
 	unknown := 0 // keys that name no row
 	for _, k := range keys {
 		row, ok := r.rows[k]
+		if s := r.successor(k); !ok && s != "" && r.expired(r.rows[s]) {
+			// A key a rotation retired loads its successor. RotationGrace
+			// is off, so it names nothing, unless the successor is
+			// expired: expiry is judged first, and the key stands for the
+			// expired row (which a lone key's save removes on sight).
+			k, row, ok = s, r.rows[s], true
+		}
 		switch {
 		case !ok:
 			unknown++
@@ -181,13 +188,19 @@ func (r *seqRig) do(req seqReq) {
 	}
 
 	// The cookie and token the response should carry: "" for none, "same"
-	// for the live key, "new" for a fresh one, "expire".
+	// for the live key, "new" for a fresh one, "expire". An update of a
+	// live session leaves the client's cookie as it is (with no idle
+	// timeout its expiry, the creation plus the absolute timeout, never
+	// moves), unless the cookie that brought the key must be re-signed.
 	wantCookie, wantToken := "", ""
 	switch {
 	case req.op == seqLogin:
 		wantCookie, wantToken = "new", "new"
 	case live != "" && req.op == seqInc:
-		wantCookie, wantToken = "same", "same"
+		wantToken = "same"
+		if r.mustResign(req.cookies, live) {
+			wantCookie = "same"
+		}
 	case live != "" && req.op == seqRead:
 		wantToken = "same"
 	case live != "" && req.op == seqLogout:
@@ -267,14 +280,14 @@ func (r *seqRig) do(req seqReq) {
 		if live != "" {
 			r.kill(live, true)
 		}
-		r.rows[tokenKey] = &seqRow{owner: req.who, user: q.Get("u"), created: r.now}
+		r.rows[tokenKey] = &seqRow{owner: req.who, user: q.Get("u"), created: r.now, prev: live} // a rotation of the live session, or an insert
 	case live == "":
 	case req.op == seqInc:
 		row.n++
 	case req.op == seqLogout:
 		r.kill(live, true)
 	case req.op == seqRotate:
-		r.rows[tokenKey] = &seqRow{owner: row.owner, user: row.user, n: row.n, created: r.now}
+		r.rows[tokenKey] = &seqRow{owner: row.owner, user: row.user, n: row.n, created: r.now, prev: live}
 		r.kill(live, true)
 	}
 
@@ -298,4 +311,22 @@ func (r *seqRig) do(req seqReq) {
 func (r *seqRig) keyOf(value string) string {
 	k, _ := r.decode(value)
 	return k
+}
+
+// mustResign reports whether the cookie that carried the live key is not
+// current, so that an update of the session sends it again, re-signed (see
+// signer.decodeCurrent): of the old form (a key without a session ID) or
+// signed with an older hash key. Neither reaches a live key here: the
+// Manager has one hash key, so whatever verifies is signed with it, and
+// the only old-form values are forged ones of unknown keys (forge); it is
+// kept so that a forge presenting a real key in the old form would be
+// predicted. (A bearer request gets no cookie at all: see do.)
+func (r *seqRig) mustResign(cookies []string, live string) bool {
+	for _, c := range cookies {
+		var payload []byte
+		if k, ok := r.decode(c); ok && k == live {
+			return r.codec.Decode(r.name, c, &payload) == nil && len(payload) == 32
+		}
+	}
+	return false
 }

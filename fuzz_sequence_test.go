@@ -37,7 +37,10 @@ import (
 // An exact model (which key holds which row, its user, counter and creation
 // time; which keys are dead) predicts every response: the session shown
 // (none when two live sessions' cookies arrive together), the Set-Cookie
-// (none, the same key, a fresh key, or an expiry) and the token. Besides,
+// (none, the same key, a fresh key, or an expiry: an update of a live
+// session sends none, as its cookie's expiry is the creation plus the
+// absolute timeout already; a request whose keys all name nothing gets an
+// expiry) and the token. Besides,
 // after every request: status 200; Vary names Cookie and Authorization; a
 // response setting the session cookie is no-store (or private when the
 // handler chose public caching); a dead key never shows a session and never
@@ -148,6 +151,7 @@ type seqRow struct {
 	user    string
 	n       int
 	created time.Time
+	prev    string // the key a rotation moved it from ("" for an insert)
 }
 
 // seqRig runs one sequence and holds the model.
@@ -237,6 +241,17 @@ func (r *seqRig) decode(value string) (string, bool) {
 }
 
 func (r *seqRig) expired(row *seqRow) bool { return r.now.Sub(row.created) >= seqTimeout }
+
+// successor returns the key of the row that a rotation moved from key (the
+// backend's Load finds it by its immediate predecessor), or "".
+func (r *seqRig) successor(key string) string {
+	for k, row := range r.rows {
+		if row.prev == key {
+			return k
+		}
+	}
+	return ""
+}
 
 // kill marks key dead and, if deleted, removes its row.
 func (r *seqRig) kill(key string, deleted bool) {

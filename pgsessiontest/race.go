@@ -113,6 +113,9 @@ func testRace(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		c.do(`set:cart:[1]`)
 		pre := c.cookieHeader()
 		c.do(`set:user:"ada"`, "rotate")
+		if !h.predecessorOf(strings.TrimPrefix(pre, h.cookieName+"=")) {
+			t.Fatal("the login's row does not remember the pre-login key as its predecessor")
+		}
 		for _, ops := range [][]string{{"get:user", "get:cart", "token"}, {"set:cart:[2]"}, {`set:user:"eve"`, "rotate"}, {"clear"}, {"rotate"}} {
 			r := h.request(pre, ops...)
 			if r.setCookie != nil || len(r.result.Get) != 0 || r.result.Token != "" {
