@@ -37,6 +37,7 @@ func (m *Manager) Load(ctx context.Context, token string) (context.Context, erro
 	}
 	s := new(Session)
 	if err := m.load(ctx, s, keys, ""); err != nil {
+		m.observe(ctx, s, err)
 		return ctx, err
 	}
 	if s.key != nil && current {

@@ -24,7 +24,8 @@ type Manager struct {
 	p        policy
 	signer   signer
 	stats    counters
-	sweeping sync.Mutex // held during a cleanup sweep (RunCleanup)
+	observer backend.Observer // the Backend's, if it implements it
+	sweeping sync.Mutex       // held during a cleanup sweep (RunCleanup)
 
 	insecureWarned atomic.Bool // warnInsecureTransport has logged
 }
@@ -36,8 +37,9 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	observer, _ := cfg.Backend.(backend.Observer)
 	return &Manager{
-		cfg: cfg,
+		cfg: cfg, observer: observer,
 		p: policy{idle: cfg.IdleTimeout, absolute: cfg.AbsoluteTimeout, resolution: cfg.TimeoutResolution,
 			principalKey: cfg.PrincipalKey, rotateWhen: cfg.RotateWhen, sessionOnly: cfg.Cookie.SessionOnly,
 			grace: cfg.RotationGrace, renewAfter: cfg.RenewAfter},
@@ -115,7 +117,9 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 		// (see responseWriter).
 		sw := &responseWriter{ResponseWriter: w, m: m}
 		s := &sw.session
+		s.ev.Bearer = bearer
 		if err := m.load(r.Context(), s, keys, r.URL.Path); err != nil {
+			m.observe(r.Context(), s, err)
 			m.fail(w, r, err)
 			return
 		}
@@ -156,6 +160,7 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 		m.stats.ambiguous.Add(1)
 		m.cfg.Logger.WarnContext(ctx, "pgsession: request carries cookies of more session keys than are checked (cookie tossing?); treated as having no session",
 			"path", path, "max", maxCookieKeys)
+		s.ev.Found = backend.FoundAmbiguous
 		return nil
 	}
 	var live *backend.Record
@@ -174,6 +179,7 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 		case errors.Is(err, backend.ErrNotFound):
 			m.stats.misses.Add(1)
 			dead++
+			s.ev.Found = max(s.ev.Found, backend.FoundUnknown)
 			continue
 		case err != nil:
 			return fmt.Errorf("pgsession: load session: %w", err)
@@ -184,6 +190,14 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 			if len(keys) == 1 {
 				s.loaded = rec
 			}
+			s.ev.Found = backend.FoundExpired
+			continue
+		case live != nil && rec.SessionID == live.SessionID:
+			// Two keys of one session, its current one and the one a
+			// rotation just retired: the session, by its current key.
+			if live.Predecessor {
+				live, s.key, s.loaded = rec, key.key, rec
+			}
 			continue
 		case live != nil:
 			// Cookies for two live sessions: one may have been tossed in by
@@ -193,6 +207,7 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 			m.cfg.Logger.WarnContext(ctx, "pgsession: request carries cookies of two different live sessions (cookie tossing?); treated as having no session",
 				"path", path)
 			s.key, s.sid, s.loaded = nil, SessionID{}, nil
+			s.ev.Found = backend.FoundAmbiguous
 			return nil
 		}
 		live, s.key, s.sid, s.loaded = rec, key.key, rec.SessionID, rec
@@ -204,8 +219,14 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 		return nil
 	}
 	m.stats.loads.Add(1)
-	if m.p.staleness(live, s.now) == staleRefused {
+	switch m.p.staleness(live, s.now) {
+	case staleRefused:
+		s.ev.Found = backend.FoundRetired
 		return nil // the key was retired by a login or logout: it reads nothing
+	case staleServed:
+		s.ev.Found = backend.FoundRenewed
+	default:
+		s.ev.Found = backend.FoundLive
 	}
 	s.data, s.size = live.Data, -1 // counted when first needed (see Session.dataSize)
 	return nil
@@ -260,12 +281,28 @@ func (m *Manager) keysFromRequest(r *http.Request, keys []credential, signed *[m
 // save executes the policy's decision for s and adds the cookies to h (nil
 // for Manager.Save, which has no response). It returns ErrAlreadySaved if s
 // was saved before, and an endedError, having saved nothing, if the request
-// or job of ctx has ended.
+// or job of ctx has ended. The Backend's Observer, if any, sees the outcome.
 func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 	c, ok := s.seal()
 	if !ok {
 		return ErrAlreadySaved
 	}
+	s.ev.Frozen = c.freeze
+	err := m.saveSealed(ctx, s, c, h)
+	m.observe(ctx, s, err)
+	return err
+}
+
+// observe reports what the request did to the Backend's Observer, if any.
+func (m *Manager) observe(ctx context.Context, s *Session, err error) {
+	if m.observer != nil {
+		s.ev.Err, s.ev.Refused = err, errors.Is(err, ErrStaleKey)
+		m.observer.Observe(ctx, s.ev)
+	}
+}
+
+// saveSealed is save for the change c, sealed.
+func (m *Manager) saveSealed(ctx context.Context, s *Session, c change, h http.Header) error {
 	if err := m.discardEnded(ctx, s, c); err != nil {
 		return err
 	}
@@ -310,7 +347,9 @@ func (m *Manager) save(ctx context.Context, s *Session, h http.Header) error {
 		return err
 	case d.action.Op == backend.OpNone && s.key != nil && !c.freeze:
 		m.stats.skipped.Add(1)
+		s.ev.Skipped = true
 	}
+	s.ev.Op, s.ev.Renewal = d.action.Op, d.action.Renewal
 	if !c.freeze {
 		if d.cookie == cookieExpire {
 			key, sid = nil, SessionID{}

@@ -95,6 +95,8 @@ type Session struct {
 	deadline  time.Time // earliest deadline of a context the handler used, or zero
 	discarded bool      // the request ended before the save: nothing was saved
 	dead      bool      // every key the request presented names no session
+
+	ev backend.Event // what happened, for the Backend's Observer (see Manager.observe)
 }
 
 // FromContext returns the session of the request whose context is ctx, or
