@@ -69,11 +69,19 @@ func managerConfig(b backend.Backend, hashKeys [][]byte, insecureCookie bool, lo
 		Device: pgsession.DeviceFromRequest(clientAddr),
 		Cookie: pgsession.CookieConfig{Insecure: insecureCookie},
 		Logger: log,
-		// The default answer (500), with the security headers: a failed
-		// save clears the headers of the response it replaces.
-		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, _ error) {
+		// The default answers, with the security headers: a failed save
+		// clears the headers of the response it replaces. A change refused
+		// because a concurrent request rotated the key (a login, logout or
+		// renewal while the page had requests in flight: ErrStaleKey) gets
+		// 409 Conflict, which the page may retry with the cookie it now
+		// holds; any other error 500.
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			setSecurityHeaders(w.Header())
-			http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+			code := http.StatusInternalServerError
+			if errors.Is(err, pgsession.ErrStaleKey) {
+				code = http.StatusConflict
+			}
+			http.Error(w, http.StatusText(code), code)
 		},
 	}
 }
