@@ -2,11 +2,13 @@ package pgstore_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -361,4 +363,55 @@ func TestCitusEndToEnd(t *testing.T) {
 			t.Errorf("round %d: the signed-out device's latest cookie still loads: %q", round, body)
 		}
 	}
+}
+
+// BenchmarkCitusLoad times Backend.Load on a Citus coordinator: a plain
+// (local) table, the distributed table by the current key (one shard), by
+// a key a renewal retired moments ago (the predecessor: a second read, one
+// shard), and by a token of the old form (key alone: every shard). It
+// reports the median (p50-ns) beside the mean; docs/citus.md quotes them.
+//
+//	PGSESSION_CITUS_URL=… go test -run '^$' -bench CitusLoad -benchtime 2000x ./pgstore/
+func BenchmarkCitusLoad(b *testing.B) {
+	ctx := context.Background()
+	run := func(b *testing.B, be *pgstore.Backend, id backend.ID, sid backend.SessionID) {
+		b.Helper()
+		times := make([]time.Duration, 0, b.N)
+		for b.Loop() {
+			start := time.Now()
+			if _, err := be.Load(ctx, id, sid); err != nil {
+				b.Fatal(err)
+			}
+			times = append(times, time.Since(start))
+		}
+		slices.Sort(times)
+		b.ReportMetric(float64(times[len(times)/2].Nanoseconds()), "p50-ns")
+	}
+	session := func(b *testing.B, be *pgstore.Backend) (cur, old backend.ID, sid backend.SessionID) {
+		b.Helper()
+		r := randomID()
+		old, cur, sid = randomID(), randomID(), backend.SessionID(r[:16])
+		now := time.Now()
+		for _, a := range []backend.Action{
+			{Op: backend.OpInsert, New: old, SessionID: sid, Created: now, Accessed: now, Patch: backend.Patch{Replace: true, Set: map[string]json.RawMessage{"user": json.RawMessage(`"ada"`)}}},
+			{Op: backend.OpRotate, Old: old, OldSessionID: sid, New: cur, Created: now, Accessed: now, Renewal: true},
+		} {
+			if err := be.Apply(ctx, a); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return cur, old, sid
+	}
+	db := openCitus(b)
+	plain := pgstore.New(db, pgstore.WithTable(pgtest.Schema(b, db)+".sessions"))
+	if err := plain.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	dist, _ := newCitusBackend(b)
+	pcur, _, psid := session(b, plain)
+	cur, old, sid := session(b, dist)
+	b.Run("plain table", func(b *testing.B) { run(b, plain, pcur, psid) })
+	b.Run("distributed, current key", func(b *testing.B) { run(b, dist, cur, sid) })
+	b.Run("distributed, predecessor", func(b *testing.B) { run(b, dist, old, sid) })
+	b.Run("distributed, old-form token", func(b *testing.B) { run(b, dist, cur, backend.SessionID{}) })
 }
