@@ -14,16 +14,29 @@ import (
 // implements is package backend; the built-in backends are packages
 // pgstore (PostgreSQL) and memstore (process memory).
 
-// PostgresBackend stores sessions in a PostgreSQL table: see pgstore.Backend
-// for its methods (Migrate, Check, Schema, Distribute, StatementMode, Close)
-// and pgstore for ErrNoTable, ErrSchemaMismatch and ReadDeadlineDialer.
+// PostgresBackend stores sessions in a PostgreSQL table. It is an alias of
+// pgstore.Backend, so its methods are documented there, not here:
+//
+//	go doc github.com/pgsession/pgsession/pgstore Backend
+//	go doc github.com/pgsession/pgsession/pgstore Backend.StatementMode
+//
+// An application calls Migrate (create or upgrade the table) or Check (the
+// table is there and has the right shape) at startup; Schema returns the
+// SQL Migrate applies, for a migration tool; StatementMode says how the
+// backend sends its statements; Distribute shards the table over Citus;
+// Close releases the driver prepared statements it holds (never the
+// database). Load, Apply, DeleteExpired and the principal methods are the
+// backend contract (package backend), which the Manager calls. Package
+// pgstore also holds ErrNoTable, ErrSchemaMismatch and ReadDeadlineDialer.
 type PostgresBackend = pgstore.Backend
 
 // PostgresOption configures a PostgresBackend.
 type PostgresOption = pgstore.Option
 
 // MemoryBackend keeps sessions in process memory, with the same semantics
-// as PostgresBackend, for development and tests: see memstore.Backend.
+// as PostgresBackend, for development and tests. It is an alias of
+// memstore.Backend, whose methods are documented there
+// (go doc github.com/pgsession/pgsession/memstore Backend).
 type MemoryBackend = memstore.Backend
 
 // NewPostgresBackend returns a backend that stores sessions in db, a

@@ -39,10 +39,13 @@
 // The whole save policy (timeouts, resolution, rotation, freeze, empty
 // sessions) is one pure decision that yields an action; a backend only
 // executes actions. NewPostgresBackend (package pgstore, where its
-// Migrate, Check, Schema, Distribute, ErrNoTable and ReadDeadlineDialer
-// live) and NewMemoryBackend (package memstore, same semantics, in
-// process) are the built-in backends. The contract a backend implements is
-// package backend, apart from this package as database/sql/driver is from
-// database/sql; package pgsessiontest holds the conformance suite every
-// backend must pass and helpers for testing handlers.
+// Migrate, Check, Schema, Distribute, StatementMode, ErrNoTable and
+// ReadDeadlineDialer live) and NewMemoryBackend (package memstore, same
+// semantics, in process) are the built-in backends. PostgresBackend and
+// MemoryBackend are aliases, so go doc finds their methods under those
+// packages: go doc github.com/pgsession/pgsession/pgstore Backend. The
+// contract a backend implements is package backend, apart from this
+// package as database/sql/driver is from database/sql; package
+// pgsessiontest holds the conformance suite every backend must pass and
+// helpers for testing handlers.
 package pgsession

@@ -47,7 +47,8 @@
 // # Hash keys
 //
 // Each key is hex or base64 (hex is tried first) and at least 32 bytes,
-// for example from "openssl rand -hex 32". A comma-separated (or, in a
+// for example from "openssl rand -hex 32": the variable and format the
+// README's quick start reads too. A comma-separated (or, in a
 // file, newline-separated) list rotates the secret: the first key signs
 // new cookies and every key verifies, so put a new key first and drop the
 // old one once its cookies have expired. With no key at all the app makes
