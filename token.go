@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 
 	"github.com/pgsession/pgsession/backend"
 )
@@ -20,8 +21,11 @@ var ErrEmptySession = errors.New("pgsession: session is empty, so it has no toke
 // the new key now, and the save uses that key. The token is as secret as the
 // session itself.
 //
-// Token returns ErrNoSession outside Manager.Middleware and ErrEmptySession
-// when the session holds no data.
+// Token returns ErrNoSession outside Manager.Middleware, ErrEmptySession
+// when the session holds no data, and ErrStaleKey when the request came
+// with a key that a concurrent rotation retired (see
+// Config.RotationGrace): the client already holds the rotation's newer
+// token, which a token of this request must not replace.
 func Token(ctx context.Context) (string, error) {
 	s := FromContext(ctx)
 	if s == nil {
@@ -29,6 +33,9 @@ func Token(ctx context.Context) (string, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.loaded != nil && s.key != nil && s.m.p.staleness(s.loaded, s.now) != current {
+		return "", fmt.Errorf("pgsession: Token: %w", ErrStaleKey)
+	}
 	if len(s.data) == 0 {
 		return "", ErrEmptySession
 	}

@@ -140,8 +140,9 @@ func testRace(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		if renewed == "" || renewed == tok {
 			t.Fatalf("renewal token %q", renewed)
 		}
-		if r := h.bearer(tok, "set:n:1", "get:user"); r.status != 200 || string(r.result.Get["user"]) != `"ada"` {
-			t.Errorf("old token after a renewal: %d %v", r.status, r.result.Get)
+		if r := h.bearer(tok, "set:n:1", "get:user", "token"); r.status != 200 || string(r.result.Get["user"]) != `"ada"` ||
+			r.result.Token != "" || !strings.Contains(r.errs(), "changed by a concurrent request") {
+			t.Errorf("old token after a renewal: %d %v, token %q, errs %q; want the session, and no token (ErrStaleKey)", r.status, r.result.Get, r.result.Token, r.errs())
 		}
 		if r := h.bearer(renewed, "get:n"); string(r.result.Get["n"]) != "1" {
 			t.Errorf("the old token's write is not in the session: %v", r.result.Get)
