@@ -24,6 +24,7 @@
 //	-database-url-file  file holding the PostgreSQL URL, $DATABASE_URL_FILE
 //	-hash-key-file      file holding the hash keys, $SESSION_HASH_KEY_FILE
 //	-insecure-cookie    drop the cookie's Secure attribute (see below)
+//	-trace-stdout       print an OpenTelemetry trace of every request to standard output
 //
 // The hash keys can also come from $SESSION_HASH_KEY itself.
 //
@@ -136,6 +137,7 @@ func runApp(ctx context.Context, log *slog.Logger, args []string, getenv func(st
 	dbURLFile := fs.String("database-url-file", "", "`file` holding the PostgreSQL URL (default $DATABASE_URL_FILE)")
 	hashKeyFile := fs.String("hash-key-file", "", "`file` holding the hash keys, hex or base64, 32 bytes or more each, one per line or comma-separated; the first signs, all verify (default $SESSION_HASH_KEY_FILE, else the keys in $SESSION_HASH_KEY)")
 	insecure := fs.Bool("insecure-cookie", false, "drop the cookie's Secure attribute, for plain HTTP to a host other than localhost or loopback (or for Safari)")
+	traceOut := fs.Bool("trace-stdout", false, "print an OpenTelemetry trace of every request (its span, the session's load and save) to standard output")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -190,6 +192,7 @@ func runApp(ctx context.Context, log *slog.Logger, args []string, getenv func(st
 		log.Info("using PostgreSQL", "database", redactURL(dsn), "table", pgstore.DefaultTable)
 	}
 
+	store, traced := traceStdout(*traceOut, store)
 	m, err := pgsession.New(managerConfig(store, keys, *insecure, log))
 	if err != nil {
 		return err
@@ -214,7 +217,7 @@ func runApp(ctx context.Context, log *slog.Logger, args []string, getenv func(st
 	defer func() { stopCleanup(); <-cleanupDone }()
 
 	srv := &http.Server{
-		Handler:           newApp(m, log),
+		Handler:           traced(newApp(m, log)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
