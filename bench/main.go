@@ -23,6 +23,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,6 +43,8 @@ type spec struct {
 	build  func(context.Context, env) (*impl, error)
 	via    string // "direct", "pgbouncer" (transaction mode), "redis" or "" (no store)
 	params string // added to the pool's DSN
+	driver string // the pool's database/sql driver: "" for lib/pq ("postgres"), "pgx" for pgx's stdlib
+	unix   bool   // direct over the server's Unix socket (-unix-socket) instead of the URL's TCP address
 	cookie string // the session cookie's name; "" keeps no session
 	raw    bool   // /read answers the stored JSON untouched
 	loads  []string
@@ -72,6 +75,14 @@ var specs = []spec{
 		about: "the strict floor: the prepared SELECT's bytes answered untouched (no signature check, no JSON decode)"},
 	{name: "floor-bouncer", build: newFloor(true, false), via: "pgbouncer", params: "binary_parameters=yes", cookie: floorCookie, raw: true,
 		loads: []string{"read"}, about: "the strict floor through PgBouncer: the same SELECT unprepared, parameters in the same message (lib/pq binary_parameters=yes)"},
+	{name: "pgsession-unix", build: newPgsession(), via: "direct", unix: true, cookie: pgsession.DefaultCookieName, loads: []string{"read"},
+		about: "pgsession, default configuration, lib/pq over the server's Unix socket (proven direct by SO_PEERCRED: the driver's prepared statements)"},
+	{name: "floor-strict-unix", build: newFloor(true, true), via: "direct", unix: true, cookie: floorCookie, raw: true, loads: []string{"read"},
+		about: "the strict floor over the server's Unix socket (lib/pq)"},
+	{name: "pgsession-pgx", build: newPgsession(), via: "direct", driver: "pgx", cookie: pgsession.DefaultCookieName, loads: []string{"read"},
+		about: "pgsession, default configuration, pgx's stdlib over TCP with pgx's defaults (proven direct: the driver's prepared statements)"},
+	{name: "floor-strict-pgx", build: newFloor(true, true), via: "direct", driver: "pgx", cookie: floorCookie, raw: true, loads: []string{"read"},
+		about: "the strict floor on pgx's stdlib over TCP, pgx's defaults"},
 	{name: "hello", build: newHello, loads: []string{"anonymous"},
 		about: "the app with no session middleware (/anon through the same ServeMux): the ceiling for an anonymous request"},
 }
@@ -92,6 +103,10 @@ func ref(impl, workload string) string {
 		return "hello"
 	case workload == "read" && strings.HasSuffix(impl, "-bouncer"):
 		return "floor-bouncer"
+	case workload == "read" && strings.HasSuffix(impl, "-unix"):
+		return "floor-strict-unix" // the same stack
+	case workload == "read" && strings.HasSuffix(impl, "-pgx"):
+		return "floor-strict-pgx"
 	case workload == "read":
 		return "floor-strict"
 	}
@@ -107,6 +122,7 @@ const (
 
 type options struct {
 	url                string
+	unixSocket         string
 	duration, warmup   time.Duration
 	rounds             int
 	sessions, clients  int
@@ -135,6 +151,7 @@ func main() {
 	var impls, workloads, scale, pads string
 	flag.BoolVar(&o.smoke, "smoke", false, "a quick check that every implementation and workload runs without errors (short cells, 2 rounds, 200 sessions, small scale steps); timings mean nothing")
 	flag.StringVar(&o.url, "database-url", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "PostgreSQL URL")
+	flag.StringVar(&o.unixSocket, "unix-socket", "/var/run/postgresql", "the server's Unix socket directory, for the *-unix implementations")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measured time per cell (one implementation, one workload, one round)")
 	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds per workload: A, B, C, A, B, C …")
 	flag.IntVar(&o.sessions, "sessions", 10000, "sessions created in each implementation before the load")
@@ -293,6 +310,12 @@ func run(ctx context.Context, o options) (*report, error) {
 		if !ok {
 			return nil, fmt.Errorf("unknown implementation %q (have %s)", name, names())
 		}
+		if sp.unix {
+			if socks, _ := filepath.Glob(filepath.Join(o.unixSocket, ".s.PGSQL.*")); len(socks) == 0 {
+				log.Printf("%-26s SKIPPED: no PostgreSQL Unix socket in %s (-unix-socket)", sp.name, o.unixSocket)
+				continue
+			}
+		}
 		if sp.via == "pgbouncer" && bouncer == nil {
 			var err error
 			if bouncer, err = pgtest.StartPgBouncer(o.url, o.pool); err != nil {
@@ -357,6 +380,9 @@ func start(ctx context.Context, o options, admin *sqlx.DB, bouncer *pgtest.PgBou
 		if sp.via == "pgbouncer" {
 			a.dsn = bouncer.URL("application_name=" + id)
 			r.stats = false // PgBouncer keeps its server connections open
+		}
+		if sp.unix {
+			a.dsn = withParams(a.dsn, "host="+o.unixSocket)
 		}
 		if sp.params != "" {
 			a.dsn = withParams(a.dsn, sp.params)

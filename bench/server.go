@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"
 )
@@ -71,7 +72,11 @@ func serve(a serveArgs) error {
 	ctx := context.Background()
 	e := env{table: a.table, prefix: a.prefix}
 	if a.dsn != "" {
-		db, err := sqlx.Open("postgres", a.dsn)
+		driver := "postgres"
+		if sp.driver != "" {
+			driver = sp.driver
+		}
+		db, err := sqlx.Open(driver, a.dsn)
 		if err != nil {
 			return err
 		}

@@ -97,11 +97,15 @@ func (b *Backend) isDistributed(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	p, err := b.stack(ctx)
+	if p == nil {
+		return false, fmt.Errorf("pgsession: %w", err)
+	}
 	var dist bool
-	err = b.db.QueryRowContext(ctx, `SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL`).Scan(&dist)
+	err = b.db.QueryRowContext(ctx, `SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL`, p.withMode()...).Scan(&dist)
 	if err == nil && dist {
 		err = b.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
-			WHERE logicalrelid = to_regclass(`+table+`) AND partmethod = 'h')`).Scan(&dist)
+			WHERE logicalrelid = to_regclass(`+table+`) AND partmethod = 'h')`, p.withMode()...).Scan(&dist)
 	}
 	if err != nil {
 		return false, b.explain(fmt.Errorf("pgsession: is %s distributed (Citus): %w", b.table, err))

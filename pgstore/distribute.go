@@ -23,16 +23,17 @@ func (b *Backend) Distribute(ctx context.Context) error {
 	if err := b.Migrate(ctx); err != nil {
 		return err
 	}
+	p := b.plan.Load() // chosen by Migrate
 	tx, err := b.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("pgsession: distribute: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLock)); err != nil {
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, p.withMode(int64(migrateLock))...); err != nil {
 		return fmt.Errorf("pgsession: distribute: lock: %w", err)
 	}
 	var citus bool
-	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')`).Scan(&citus); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')`, p.withMode()...).Scan(&citus); err != nil {
 		return fmt.Errorf("pgsession: distribute: %w", err)
 	}
 	if !citus {
@@ -40,13 +41,13 @@ func (b *Backend) Distribute(ctx context.Context) error {
 	}
 	var method, column sql.NullString
 	err = tx.QueryRowContext(ctx, `SELECT partmethod::text, column_to_column_name(logicalrelid, partkey)
-		FROM pg_dist_partition WHERE logicalrelid = to_regclass($1)`, b.table).Scan(&method, &column)
+		FROM pg_dist_partition WHERE logicalrelid = to_regclass($1)`, p.withMode(b.table)...).Scan(&method, &column)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		// Citus wants every unique constraint to hold the distribution
 		// column: a table that kept its primary key (key_hash) through
 		// Migrate gets (key_hash, session_id) first.
-		current, err := b.checkTable(ctx, tx)
+		current, err := b.checkTable(ctx, tx, p)
 		if err != nil {
 			return fmt.Errorf("pgsession: distribute: %w", err)
 		}
@@ -55,11 +56,11 @@ func (b *Backend) Distribute(ctx context.Context) error {
 				return fmt.Errorf("pgsession: distribute %s: primary key: %w", b.table, err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `SELECT create_distributed_table($1, 'session_id')`, b.table); err != nil {
+		if _, err := tx.ExecContext(ctx, `SELECT create_distributed_table($1, 'session_id')`, p.withMode(b.table)...); err != nil {
 			return fmt.Errorf("pgsession: distribute %s: %w", b.table, err)
 		}
 		// The rows were copied into the shards; drop the coordinator's own.
-		if _, err := tx.ExecContext(ctx, `SELECT truncate_local_data_after_distributing_table($1)`, b.table); err != nil {
+		if _, err := tx.ExecContext(ctx, `SELECT truncate_local_data_after_distributing_table($1)`, p.withMode(b.table)...); err != nil {
 			return fmt.Errorf("pgsession: distribute %s: %w", b.table, err)
 		}
 	case err != nil:

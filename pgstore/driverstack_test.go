@@ -2,6 +2,7 @@ package pgstore_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -73,6 +74,15 @@ func TestStatementPlanProbeRetries(t *testing.T) {
 	for range 2 {
 		if _, err := b.StatementMode(context.Background()); err == nil || !strings.Contains(err.Error(), "probe") {
 			t.Errorf("probe of a closed port: %v, want an error naming the probe", err)
+		}
+	}
+	// The prefix once: "pgsession: migrate: probe the database driver and
+	// connection: ...", the driver's error wrapped.
+	for name, call := range map[string]func(context.Context) error{"Migrate": b.Migrate, "Check": b.Check} {
+		err := call(context.Background())
+		var op *net.OpError
+		if err == nil || strings.Count(err.Error(), "pgsession:") != 1 || !strings.Contains(err.Error(), ": probe the database driver") || !errors.As(err, &op) {
+			t.Errorf("%s on a closed port = %v; want the probe's error, prefixed once, wrapping the dial error", name, err)
 		}
 	}
 }

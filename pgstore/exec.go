@@ -29,8 +29,8 @@ func (b *Backend) exec(ctx context.Context, query string, args ...any) (int64, e
 // own hash, the values rendered into the text as literals, which the
 // driver sends in one Query message (lib/pq and unknown drivers otherwise:
 // one round trip, and nothing a transaction pooler can split or confuse;
-// see prepared.go); or with the values as parameters (pgx, which prepares
-// statements under names derived from their text).
+// see prepared.go); or with the values as parameters (pgx otherwise, in
+// its exec mode: an unnamed statement, one round trip).
 //
 // The whole call is bounded by the query timeout (see watch). If ctx ends before the
 // statement has returned, the outcome is unknown and run returns an error
@@ -47,9 +47,10 @@ func (b *Backend) run(ctx context.Context, query string, args []any, scan func(*
 	ctx, bound := b.withTimeout(ctx)
 	defer bound.stop()
 	p, err := b.stack(ctx)
-	if err != nil {
-		return 0, err
+	if p == nil {
+		return 0, fmt.Errorf("pgsession: %w", err)
 	}
+	// A plan's refusal is Migrate's and Check's to report: requests run.
 	var (
 		ps   *preparedStatement
 		st   *sql.Stmt
@@ -70,10 +71,11 @@ func (b *Backend) run(ctx context.Context, query string, args []any, scan func(*
 	if err != nil {
 		return 0, b.explain(err)
 	}
-	if p.mode == modeExecute {
+	switch {
+	case p.mode == modeExecute:
 		args = nil // inlined into the EXECUTE
-	} else {
-		args = parameters(args)
+	default:
+		args = p.withMode(parameters(args)...) // pgx's exec mode first, if any: see driverstack.go
 	}
 	// Like database/sql's own methods, retry on a connection found dead
 	// (driver.ErrBadConn): every statement of the backend is safe to repeat.

@@ -81,7 +81,8 @@ func (b *Backend) Migrate(ctx context.Context) error {
 	}
 	// The driver stack is probed here, at startup, rather than at the
 	// first request (see driverstack.go).
-	if _, err := b.stack(ctx); err != nil {
+	p, err := b.stack(ctx)
+	if err != nil {
 		return fmt.Errorf("pgsession: migrate: %w", err)
 	}
 	tx, err := b.db.BeginTxx(ctx, nil)
@@ -89,10 +90,10 @@ func (b *Backend) Migrate(ctx context.Context) error {
 		return fmt.Errorf("pgsession: migrate: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLock)); err != nil {
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, p.withMode(int64(migrateLock))...); err != nil {
 		return fmt.Errorf("pgsession: migrate: lock: %w", err)
 	}
-	current, err := b.checkTable(ctx, tx)
+	current, err := b.checkTable(ctx, tx, p)
 	if err != nil && !errors.Is(err, ErrNoTable) {
 		return err
 	}
@@ -143,9 +144,9 @@ const wantPrimaryKey = "PRIMARY KEY (key_hash, session_id)"
 // pgsession's columns, and ErrNoTable if it does not exist. Otherwise it
 // reports whether it is up to date: whether it has the columns added since
 // 0.1 (upgradeColumns) and the primary key (key_hash, session_id).
-func (b *Backend) checkTable(ctx context.Context, tx sqlx.QueryerContext) (state tableState, err error) {
+func (b *Backend) checkTable(ctx context.Context, tx sqlx.QueryerContext, p *plan) (state tableState, err error) {
 	rows, err := tx.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
-		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, b.table)
+		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, p.withMode(b.table)...)
 	if err != nil {
 		return state, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 	}
@@ -185,7 +186,7 @@ func (b *Backend) checkTable(ctx context.Context, tx sqlx.QueryerContext) (state
 	}
 	var def string
 	err = tx.QueryRowxContext(ctx, `SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
-		WHERE conrelid = to_regclass($1) AND contype = 'p'`, b.table).Scan(&state.pkName, &def)
+		WHERE conrelid = to_regclass($1) AND contype = 'p'`, p.withMode(b.table)...).Scan(&state.pkName, &def)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return state, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 	}
@@ -208,7 +209,8 @@ func (b *Backend) Check(ctx context.Context) error {
 	}
 	ctx, bound := b.withTimeout(ctx)
 	defer bound.stop()
-	if _, err := b.stack(ctx); err != nil {
+	p, err := b.stack(ctx)
+	if err != nil {
 		return fmt.Errorf("pgsession: check table %s: %w", b.table, err)
 	}
 	// In a transaction, so that a pooler keeps the parameterised query on
@@ -218,7 +220,7 @@ func (b *Backend) Check(ctx context.Context) error {
 		return b.explain(fmt.Errorf("pgsession: check table %s: %w", b.table, err))
 	}
 	defer func() { _ = tx.Rollback() }()
-	current, err := b.checkTable(ctx, tx)
+	current, err := b.checkTable(ctx, tx, p)
 	switch {
 	case err != nil:
 	case !current.columns:

@@ -12,7 +12,6 @@ import (
 	"database/sql"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,43 +44,6 @@ func TestPostgresBackendPgxDriverPreparedStatements(t *testing.T) {
 		b, _ := pgtest.NewBackend(t, "pgx", pgsession.WithDriverPreparedStatements())
 		return b
 	})
-}
-
-// pgx in its default mode (cache_statement) relies on prepared statements
-// that PgBouncer 1.18 cannot carry between server connections: that must
-// fail loudly and say what to change, never run a wrong statement.
-func TestPgBouncerPgxDefaultModeFailsLoudly(t *testing.T) {
-	pgtest.Open(t, "postgres")
-	bouncer := pgtest.NewPgBouncer(t)
-	db := bouncer.Open(t, "pgx", "")
-	b, _ := pgtest.NewBackendOn(t, db)
-	id := randomID()
-	now := time.Now()
-	if err := b.Apply(context.Background(), backend.Action{Op: backend.OpInsert, New: id, Created: now, Accessed: now}); err != nil &&
-		!strings.Contains(err.Error(), "default_query_exec_mode=exec") {
-		t.Fatalf("insert: %v", err)
-	}
-	var mu sync.Mutex
-	failures := 0
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for range 50 {
-				_, err := b.Load(context.Background(), id, pgsession.SessionID{})
-				if err == nil || errors.Is(err, backend.ErrNotFound) {
-					continue
-				}
-				mu.Lock()
-				failures++
-				mu.Unlock()
-				if !strings.Contains(err.Error(), "default_query_exec_mode=exec") {
-					t.Errorf("error without the remedy: %v", err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	t.Logf("%d of 400 loads failed, each naming default_query_exec_mode=exec", failures)
 }
 
 // pgx pool users hand the backend their *pgxpool.Pool through stdlib: the
