@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"
 
@@ -53,13 +51,7 @@ func TestPostgresBackendPgxPool(t *testing.T) {
 	bouncer := pgtest.NewPgBouncer(t)
 	for name, url := range map[string]string{"direct": pgtest.URL(), "pgbouncer": bouncer.URL("default_query_exec_mode=exec")} {
 		t.Run(name, func(t *testing.T) {
-			pool, err := pgxpool.New(context.Background(), url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
-			db := sqlx.NewDb(stdlib.OpenDBFromPool(pool), "pgx")
-			t.Cleanup(func() { _ = db.Close() })
+			db := openPgxPool(t, url)
 			pgsessiontest.TestBackend(t, func(t *testing.T) backend.Backend {
 				b, _ := pgtest.NewBackendOn(t, db)
 				return b

@@ -80,32 +80,9 @@ func TestStatementModePgx(t *testing.T) {
 			"plain statements, values as parameters, in pgx's default_query_exec_mode (exec) (pgx, not proven direct)"},
 		{"pgbouncer-simple-protocol", func(t *testing.T) *sqlx.DB { return openPgx(t, bouncer.URL("default_query_exec_mode=simple_protocol")) },
 			"plain statements, values as parameters, in pgx's default_query_exec_mode (simple protocol) (pgx, not proven direct)"},
-		{"pgbouncer-otelsql", func(t *testing.T) *sqlx.DB {
-			sqldb, err := otelsql.Open("pgx", bouncer.URL(""))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = sqldb.Close() })
-			return sqlx.NewDb(sqldb, "pgx")
-		}, planPgxExec},
-		{"pgbouncer-pgxpool", func(t *testing.T) *sqlx.DB {
-			pool, err := pgxpool.New(context.Background(), bouncer.URL(""))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
-			db := sqlx.NewDb(stdlib.OpenDBFromPool(pool), "pgx")
-			t.Cleanup(func() { _ = db.Close() })
-			return db
-		}, planPgxExec},
-		{"direct-otelsql", func(t *testing.T) *sqlx.DB {
-			sqldb, err := otelsql.Open("pgx", pgtest.URL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = sqldb.Close() })
-			return sqlx.NewDb(sqldb, "pgx")
-		}, planPgxDirect},
+		{"pgbouncer-otelsql", func(t *testing.T) *sqlx.DB { return openOtelsqlPgx(t, bouncer.URL("")) }, planPgxExec},
+		{"pgbouncer-pgxpool", func(t *testing.T) *sqlx.DB { return openPgxPool(t, bouncer.URL("")) }, planPgxExec},
+		{"direct-otelsql", func(t *testing.T) *sqlx.DB { return openOtelsqlPgx(t, pgtest.URL()) }, planPgxDirect},
 	}
 	if dsn := pgxUnixDSN(t); dsn != "" {
 		cases = append(cases, struct {
@@ -128,25 +105,9 @@ func TestStatementModePgx(t *testing.T) {
 // with pgx's defaults, to the backend: stdlib, otelsql, a pgxpool.
 func pgxBouncerOpens(bouncer *pgtest.PgBouncer) map[string]func(t *testing.T) *sqlx.DB {
 	return map[string]func(t *testing.T) *sqlx.DB{
-		"stdlib": func(t *testing.T) *sqlx.DB { return bouncer.Open(t, "pgx", "") },
-		"otelsql": func(t *testing.T) *sqlx.DB {
-			sqldb, err := otelsql.Open("pgx", bouncer.URL(""))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = sqldb.Close() })
-			return sqlx.NewDb(sqldb, "pgx")
-		},
-		"pgxpool": func(t *testing.T) *sqlx.DB {
-			pool, err := pgxpool.New(context.Background(), bouncer.URL(""))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
-			db := sqlx.NewDb(stdlib.OpenDBFromPool(pool), "pgx")
-			t.Cleanup(func() { _ = db.Close() })
-			return db
-		},
+		"stdlib":  func(t *testing.T) *sqlx.DB { return bouncer.Open(t, "pgx", "") },
+		"otelsql": func(t *testing.T) *sqlx.DB { return openOtelsqlPgx(t, bouncer.URL("")) },
+		"pgxpool": func(t *testing.T) *sqlx.DB { return openPgxPool(t, bouncer.URL("")) },
 	}
 }
 
@@ -318,4 +279,30 @@ func (c convertingConn) ExecContext(ctx context.Context, query string, args []dr
 
 func (c convertingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
 	return c.inner.(driver.QueryerContext).QueryContext(ctx, query, args)
+}
+
+// openOtelsqlPgx opens url with pgx's stdlib inside otelsql, closed when
+// t ends.
+func openOtelsqlPgx(t *testing.T, url string) *sqlx.DB {
+	t.Helper()
+	sqldb, err := otelsql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sqldb.Close() })
+	return sqlx.NewDb(sqldb, "pgx")
+}
+
+// openPgxPool opens url as a pgxpool handed to database/sql through
+// stdlib, as pgxpool users do, closed when t ends.
+func openPgxPool(t *testing.T, url string) *sqlx.DB {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	db := sqlx.NewDb(stdlib.OpenDBFromPool(pool), "pgx")
+	t.Cleanup(func() { _ = db.Close() })
+	return db
 }
