@@ -8,14 +8,10 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -68,96 +64,14 @@ func openUnix(t *testing.T, driver, dir, port string) *sqlx.DB {
 
 // unixBouncer starts a throwaway PgBouncer in transaction mode listening
 // on a Unix socket (and on a TCP port of 127.0.0.1) and reaching the test
-// server over the server's Unix socket: the case where the server, like on
-// a direct Unix connection, sees a Unix client whose backend is the
-// postmaster's child. It returns the socket directory and the port.
-func unixBouncer(t *testing.T, serverDir, serverPort string) (dir string, port int) {
+// server over the server's Unix socket in dir: the case where the server,
+// like on a direct Unix connection, sees a Unix client whose backend is the
+// postmaster's child.
+func unixBouncer(t *testing.T, dir, port string) *pgtest.PgBouncer {
 	t.Helper()
-	bin, err := exec.LookPath("pgbouncer")
-	if err != nil {
-		bin = "/usr/sbin/pgbouncer"
-		if _, err := os.Stat(bin); err != nil {
-			t.Skip("no pgbouncer binary")
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port = ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	dir, err = os.MkdirTemp("", "pgsession-unixbouncer-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	u, _ := url.Parse(pgtest.URL())
-	ini := fmt.Sprintf(`[databases]
-* = host=%s port=%s user=%s
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = %d
-unix_socket_dir = %s
-auth_type = any
-pool_mode = transaction
-default_pool_size = 4
-ignore_startup_parameters = extra_float_digits
-server_reset_query =
-logfile = %s
-`, serverDir, serverPort, u.User.Username(), port, dir, filepath.Join(dir, "pgbouncer.log"))
-	cfg := filepath.Join(dir, "pgbouncer.ini")
-	if err := os.WriteFile(cfg, []byte(ini), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-q", cfg)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if os.Geteuid() == 0 { // PgBouncer refuses to run as root
-		pg, err := user.Lookup("postgres")
-		if err != nil {
-			t.Skip("running as root without a postgres user for PgBouncer")
-		}
-		uid, _ := strconv.Atoi(pg.Uid)
-		gid, _ := strconv.Atoi(pg.Gid)
-		for _, f := range []string{dir, cfg} {
-			if err := os.Chown(f, uid, gid); err != nil {
-				t.Fatal(err)
-			}
-		}
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	}
-	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	sock := filepath.Join(dir, ".s.PGSQL."+strconv.Itoa(port))
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return dir, port
-		}
-		select {
-		case err := <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
-			t.Fatalf("pgbouncer exited: %v\n%s%s", err, out, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pgbouncer does not listen on %s", sock)
-		}
-	}
+	return pgtest.NewPgBouncerTo(t, fmt.Sprintf("postgres://%s@%s?host=%s&port=%s&sslmode=disable",
+		u.User.Username(), u.Path, url.QueryEscape(dir), port))
 }
 
 func statementMode(t *testing.T, db *sqlx.DB) string {
@@ -189,9 +103,9 @@ func TestStatementPlanUnixSocket(t *testing.T) {
 			}
 		})
 	}
-	bdir, bport := unixBouncer(t, dir, port)
+	bouncer := unixBouncer(t, dir, port)
 	t.Run("pgbouncer-unix", func(t *testing.T) {
-		db := openUnix(t, "postgres", bdir, strconv.Itoa(bport))
+		db := openUnix(t, "postgres", bouncer.SocketDir(), strconv.Itoa(bouncer.Port()))
 		var client any
 		if err := db.QueryRow(`SELECT inet_client_addr()`).Scan(&client); err != nil || client != nil {
 			t.Fatalf("the server sees client %v, %v; want a Unix socket (the pooler's)", client, err)
@@ -205,12 +119,7 @@ func TestStatementPlanUnixSocket(t *testing.T) {
 		if err := direct.Ping(); err != nil {
 			t.Fatal(err)
 		}
-		db, err := sqlx.Open("postgres", fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", bport))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		if got := statementMode(t, db); got != planPooledPQ {
+		if got := statementMode(t, bouncer.Open(t, "postgres", "")); got != planPooledPQ {
 			t.Errorf("plan through PgBouncer's TCP port = %q, want %q", got, planPooledPQ)
 		}
 	})

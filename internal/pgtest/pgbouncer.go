@@ -39,7 +39,14 @@ var ErrNoPgBouncer = errors.New("pgtest: no pgbouncer binary (apt-get install pg
 // it fails. See StartPgBouncer.
 func NewPgBouncer(t testing.TB) *PgBouncer {
 	t.Helper()
-	p, err := StartPgBouncer(URL(), 10)
+	return NewPgBouncerTo(t, URL())
+}
+
+// NewPgBouncerTo is NewPgBouncer in front of the server of serverURL (see
+// StartPgBouncer).
+func NewPgBouncerTo(t testing.TB, serverURL string) *PgBouncer {
+	t.Helper()
+	p, err := StartPgBouncer(serverURL, 10)
 	switch {
 	case errors.Is(err, ErrNoPgBouncer) && os.Getenv("CI") != "true":
 		t.Skip("pgtest: SKIPPING, no pgbouncer binary (apt-get install pgbouncer)")
@@ -51,8 +58,10 @@ func NewPgBouncer(t testing.TB) *PgBouncer {
 }
 
 // StartPgBouncer starts a PgBouncer in transaction mode, with poolSize
-// server connections, on a free port of 127.0.0.1, forwarding every
-// database to the server of serverURL. Clients may log in as anyone
+// server connections, on a free port of 127.0.0.1 and on a Unix socket in
+// SocketDir, forwarding every database to the server of serverURL (whose
+// host may be a Unix socket directory, given as the URL's "host"
+// parameter, as lib/pq and pgx take it). Clients may log in as anyone
 // (auth_type = any); PgBouncer connects to the server with serverURL's user
 // and password. As root it runs PgBouncer as the postgres user, since
 // PgBouncer refuses to run as root. Stop it with Stop.
@@ -69,6 +78,9 @@ func StartPgBouncer(serverURL string, poolSize int) (*PgBouncer, error) {
 		return nil, fmt.Errorf("pgtest: parse %s: %w", redact(serverURL), err)
 	}
 	host, port := server.Hostname(), server.Port()
+	if host == "" { // a Unix socket: postgres://user@/db?host=/dir&port=N
+		host, port = server.Query().Get("host"), server.Query().Get("port")
+	}
 	if port == "" {
 		port = "5432"
 	}
@@ -92,7 +104,7 @@ func StartPgBouncer(serverURL string, poolSize int) (*PgBouncer, error) {
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = %d
-unix_socket_dir =
+unix_socket_dir = %s
 auth_type = any
 pool_mode = transaction
 default_pool_size = %d
@@ -100,7 +112,7 @@ max_client_conn = 1000
 ignore_startup_parameters = extra_float_digits
 server_reset_query =
 logfile = %s
-`, conn, p.port, poolSize, filepath.Join(p.dir, "pgbouncer.log"))
+`, conn, p.port, p.dir, poolSize, filepath.Join(p.dir, "pgbouncer.log"))
 	cfg := filepath.Join(p.dir, "pgbouncer.ini")
 	if err := os.WriteFile(cfg, []byte(ini), 0o600); err != nil {
 		_ = os.RemoveAll(p.dir)
@@ -172,6 +184,14 @@ func runAsPostgres(cmd *exec.Cmd, files ...string) error {
 	cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	return nil
 }
+
+// SocketDir returns the directory of the PgBouncer's Unix socket (a host
+// for lib/pq and pgx; the socket is .s.PGSQL.<port> in it, port as in URL).
+func (p *PgBouncer) SocketDir() string { return p.dir }
+
+// Port returns the PgBouncer's port, of its TCP listener and its Unix
+// socket alike.
+func (p *PgBouncer) Port() int { return p.port }
 
 // URL returns a connection URL through the PgBouncer, with params (such
 // as "default_query_exec_mode=exec", or "") added to its query.
