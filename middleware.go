@@ -163,12 +163,16 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 		s.ev.Found = backend.FoundAmbiguous
 		return nil
 	}
-	var live *backend.Record
-	dead := 0 // keys that name no session
+	var (
+		live      *backend.Record
+		liveStale staleness
+		dead      int // keys that name no session
+	)
 	for _, key := range keys {
 		rec, err := m.cfg.Backend.Load(ctx, key.id, key.sid)
-		if err == nil && !m.p.expired(rec, s.now) {
-			switch m.p.staleness(rec, s.now) {
+		var stale staleness
+		if err == nil {
+			switch stale = m.p.staleness(rec, s.now); stale {
 			case staleDead:
 				err = backend.ErrNotFound
 			case staleServed, staleRefused:
@@ -183,7 +187,7 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 			continue
 		case err != nil:
 			return fmt.Errorf("pgsession: load session: %w", err)
-		case m.p.expired(rec, s.now):
+		case stale == rowExpired:
 			// Treated as absent: the handler starts from an empty session,
 			// and (for a lone key) the save removes the dead row.
 			m.stats.misses.Add(1)
@@ -196,7 +200,7 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 			// Two keys of one session, its current one and the one a
 			// rotation just retired: the session, by its current key.
 			if live.Predecessor {
-				live, s.key, s.loaded = rec, key.key, rec
+				live, liveStale, s.key, s.loaded = rec, stale, key.key, rec
 			}
 			continue
 		case live != nil:
@@ -210,7 +214,7 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 			s.ev.Found = backend.FoundAmbiguous
 			return nil
 		}
-		live, s.key, s.sid, s.loaded = rec, key.key, rec.SessionID, rec
+		live, liveStale, s.key, s.sid, s.loaded = rec, stale, key.key, rec.SessionID, rec
 	}
 	if live == nil {
 		// Every key named nothing: the response expires the cookie (see
@@ -219,7 +223,7 @@ func (m *Manager) load(ctx context.Context, s *Session, keys []credential, path 
 		return nil
 	}
 	m.stats.loads.Add(1)
-	switch m.p.staleness(live, s.now) {
+	switch liveStale {
 	case staleRefused:
 		s.ev.Found = backend.FoundRetired
 		return nil // the key was retired by a login or logout: it reads nothing
@@ -384,7 +388,7 @@ func (m *Manager) afterGone(ctx context.Context, s *Session, c change) (decision
 		return decision{}, errRefused
 	case err != nil:
 		return decision{}, fmt.Errorf("pgsession: save session: reload after a concurrent change: %w", err)
-	case m.p.staleness(rec, s.now) != staleServed || m.p.expired(rec, s.now):
+	case m.p.staleness(rec, s.now) != staleServed:
 		return decision{}, errRefused
 	}
 	// The data as this request's change leaves the stored one, so that

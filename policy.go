@@ -71,24 +71,29 @@ type decision struct {
 	refuse bool
 }
 
-// staleness is what a record loaded by its predecessor key (see
-// backend.Record.Predecessor) may do, from the request's point of view.
+// staleness is what a loaded record may do, from the request's point of
+// view: it is expired, or loaded by its current key, or by its predecessor
+// (see backend.Record.Predecessor).
 type staleness uint8
 
 const (
-	current      staleness = iota // loaded by its current key
+	current      staleness = iota // live, loaded by its current key
+	rowExpired                    // past its timeouts: treated as absent, whatever key loaded it
 	staleServed                   // a renewal's predecessor, in the grace window: the session, without a new key
 	staleRefused                  // a login's or logout's predecessor, in the window: no session, no change
 	staleDead                     // a predecessor past the window: as a key that names nothing
 )
 
-// staleness returns what rec, as loaded at now, may do. A predecessor is
+// staleness returns what rec, as loaded at now, may do. Expiry comes
+// first: an expired row is absent for every key. A predecessor is
 // recognised for the grace window after its rotation, and only if that
 // rotation recorded it: one before the row's creation time was replaced by
 // a rotation of a version that did not record predecessors (a rolling
 // upgrade), which makes it older than the immediate one.
 func (t policy) staleness(rec *backend.Record, now time.Time) staleness {
 	switch {
+	case t.expired(rec, now):
+		return rowExpired
 	case !rec.Predecessor:
 		return current
 	case t.grace <= 0 || rec.Rotated.IsZero() || rec.Rotated.Before(rec.Created) || now.Sub(rec.Rotated) >= t.grace:
@@ -201,10 +206,17 @@ func (t policy) decide(loaded *backend.Record, c change, now time.Time) decision
 		return decision{}
 	}
 	stale := current
-	if loaded != nil && !t.expired(loaded, now) {
+	if loaded != nil {
 		stale = t.staleness(loaded, now)
 	}
 	switch stale {
+	case rowExpired:
+		// An expired session is treated as absent; its row is removed on sight
+		// so that no later change of configuration can revive it.
+		if len(c.data) == 0 {
+			return decision{action: backend.Action{Op: backend.OpDelete, Old: loaded.ID, OldSessionID: loaded.SessionID}, cookie: cookieExpire}
+		}
+		return t.create(loaded, c, now)
 	case staleDead:
 		loaded, c.dead = nil, true
 	case staleRefused:
@@ -212,14 +224,6 @@ func (t policy) decide(loaded *backend.Record, c change, now time.Time) decision
 			return decision{}
 		}
 		return decision{refuse: true}
-	}
-	if loaded != nil && t.expired(loaded, now) {
-		// An expired session is treated as absent; its row is removed on sight
-		// so that no later change of configuration can revive it.
-		if len(c.data) == 0 {
-			return decision{action: backend.Action{Op: backend.OpDelete, Old: loaded.ID, OldSessionID: loaded.SessionID}, cookie: cookieExpire}
-		}
-		return t.create(loaded, c, now)
 	}
 	if loaded == nil {
 		switch {

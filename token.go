@@ -41,7 +41,7 @@ func Token(ctx context.Context) (string, error) {
 	}
 	key := s.key
 	if !s.saved && !s.freeze && (key == nil || s.rotate || s.m.p.rotationTriggered(s.loaded.Data, s.data) ||
-		s.m.p.staleness(s.loaded, s.now) == current && s.m.p.renewalDue(s.loaded, change{renewable: s.renewable()}, s.now)) {
+		s.m.p.renewalDue(s.loaded, change{renewable: s.renewable()}, s.now)) {
 		key = s.chooseNewKeyLocked()
 	}
 	if key == nil {
