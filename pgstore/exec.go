@@ -71,10 +71,9 @@ func (b *Backend) run(ctx context.Context, query string, args []any, scan func(*
 	if err != nil {
 		return 0, b.explain(err)
 	}
-	switch {
-	case p.mode == modeExecute:
+	if p.mode == modeExecute {
 		args = nil // inlined into the EXECUTE
-	default:
+	} else {
 		args = p.withMode(parameters(args)...) // pgx's exec mode first, if any: see driverstack.go
 	}
 	// Like database/sql's own methods, retry on a connection found dead
