@@ -101,13 +101,23 @@ func TestStatementModePgx(t *testing.T) {
 	}
 }
 
-// pgxBouncerOpens are the ways a pgx user hands a pool through PgBouncer,
-// with pgx's defaults, to the backend: stdlib, otelsql, a pgxpool.
-func pgxBouncerOpens(bouncer *pgtest.PgBouncer) map[string]func(t *testing.T) *sqlx.DB {
-	return map[string]func(t *testing.T) *sqlx.DB{
+// forEachPgxBouncer runs f on each way a pgx user hands a pool through a
+// PgBouncer, with pgx's defaults, to the backend (stdlib, otelsql, a
+// pgxpool), each pool with more connections (40) than PgBouncer has server
+// connections (10); admin reaches the test server directly.
+func forEachPgxBouncer(t *testing.T, f func(t *testing.T, admin, db *sqlx.DB)) {
+	admin := pgtest.Open(t, "postgres")
+	bouncer := pgtest.NewPgBouncer(t)
+	for name, open := range map[string]func(t *testing.T) *sqlx.DB{
 		"stdlib":  func(t *testing.T) *sqlx.DB { return bouncer.Open(t, "pgx", "") },
 		"otelsql": func(t *testing.T) *sqlx.DB { return openOtelsqlPgx(t, bouncer.URL("")) },
 		"pgxpool": func(t *testing.T) *sqlx.DB { return openPgxPool(t, bouncer.URL("")) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			db := open(t)
+			db.SetMaxOpenConns(40)
+			f(t, admin, db)
+		})
 	}
 }
 
@@ -118,73 +128,67 @@ func pgxBouncerOpens(bouncer *pgtest.PgBouncer) map[string]func(t *testing.T) *s
 // has server connections. The backend sends its statements in pgx's exec
 // mode: every request answers 200 and every increment is there.
 func TestPgBouncerPgxDefaultsRequests(t *testing.T) {
-	admin := pgtest.Open(t, "postgres")
-	bouncer := pgtest.NewPgBouncer(t)
-	for name, open := range pgxBouncerOpens(bouncer) {
-		t.Run(name, func(t *testing.T) {
-			db := open(t)
-			db.SetMaxOpenConns(40) // more clients than PgBouncer's 10 server connections
-			_, table := pgtest.NewBackendVia(t, admin, admin)
-			b := pgsession.NewPostgresBackend(db, pgsession.WithTable(table))
-			if mode, err := b.StatementMode(context.Background()); err != nil || mode != planPgxExec {
-				t.Fatalf("plan = %q, %v; want %q", mode, err, planPgxExec)
+	forEachPgxBouncer(t, func(t *testing.T, admin, db *sqlx.DB) {
+		_, table := pgtest.NewBackendVia(t, admin, admin)
+		b := pgsession.NewPostgresBackend(db, pgsession.WithTable(table))
+		if mode, err := b.StatementMode(context.Background()); err != nil || mode != planPgxExec {
+			t.Fatalf("plan = %q, %v; want %q", mode, err, planPgxExec)
+		}
+		m, err := pgsession.New(pgsession.Config{Backend: b, HashKeys: [][]byte{make([]byte, 32)},
+			Cookie: pgsession.CookieConfig{Insecure: true}, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s := pgsession.FromContext(r.Context())
+			var n int
+			if _, err := s.Get("n", &n); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
 			}
-			m, err := pgsession.New(pgsession.Config{Backend: b, HashKeys: [][]byte{make([]byte, 32)},
-				Cookie: pgsession.CookieConfig{Insecure: true}, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := httptest.NewServer(m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				s := pgsession.FromContext(r.Context())
-				var n int
-				if _, err := s.Get("n", &n); err != nil {
-					http.Error(w, err.Error(), http.StatusInternalServerError)
-					return
-				}
-				_ = s.Set("n", n+1)
-				fmt.Fprint(w, n+1)
-			})))
-			defer srv.Close()
-			const clients, rounds = 16, 60
-			var failed, wrong atomic.Int64
-			var wg sync.WaitGroup
-			for range clients {
-				wg.Go(func() {
-					cookie := ""
-					for i := 1; i <= rounds; i++ {
-						req, _ := http.NewRequest(http.MethodPost, srv.URL, nil)
-						if cookie != "" {
-							req.Header.Set("Cookie", cookie)
-						}
-						resp, err := srv.Client().Do(req)
-						if err != nil {
-							failed.Add(1)
-							continue
-						}
-						body, _ := io.ReadAll(resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != http.StatusOK {
-							if failed.Add(1) == 1 {
-								t.Errorf("status %d: %s", resp.StatusCode, body)
-							}
-							continue
-						}
-						if c := resp.Header.Get("Set-Cookie"); c != "" {
-							cookie, _, _ = strings.Cut(c, ";")
-						}
-						if string(body) != strconv.Itoa(i) {
-							wrong.Add(1)
-						}
+			_ = s.Set("n", n+1)
+			fmt.Fprint(w, n+1)
+		})))
+		defer srv.Close()
+		const clients, rounds = 16, 60
+		var failed, wrong atomic.Int64
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Go(func() {
+				cookie := ""
+				for i := 1; i <= rounds; i++ {
+					req, _ := http.NewRequest(http.MethodPost, srv.URL, nil)
+					if cookie != "" {
+						req.Header.Set("Cookie", cookie)
 					}
-				})
-			}
-			wg.Wait()
-			t.Logf("%d requests: %d failed, %d lost an increment", clients*rounds, failed.Load(), wrong.Load())
-			if failed.Load() != 0 || wrong.Load() != 0 {
-				t.Errorf("%d failed, %d lost an increment; want none", failed.Load(), wrong.Load())
-			}
-		})
-	}
+					resp, err := srv.Client().Do(req)
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						if failed.Add(1) == 1 {
+							t.Errorf("status %d: %s", resp.StatusCode, body)
+						}
+						continue
+					}
+					if c := resp.Header.Get("Set-Cookie"); c != "" {
+						cookie, _, _ = strings.Cut(c, ";")
+					}
+					if string(body) != strconv.Itoa(i) {
+						wrong.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		t.Logf("%d requests: %d failed, %d lost an increment", clients*rounds, failed.Load(), wrong.Load())
+		if failed.Load() != 0 || wrong.Load() != 0 {
+			t.Errorf("%d failed, %d lost an increment; want none", failed.Load(), wrong.Load())
+		}
+	})
 }
 
 // The same through Migrate and the whole conformance suite (cleanups
@@ -192,21 +196,15 @@ func TestPgBouncerPgxDefaultsRequests(t *testing.T) {
 // one session): Migrate's, Check's, the cleanup's and Distribute's own
 // statements are sent in pgx's exec mode too (plan.withMode).
 func TestPgBouncerPgxDefaults(t *testing.T) {
-	admin := pgtest.Open(t, "postgres")
-	bouncer := pgtest.NewPgBouncer(t)
-	for name, open := range pgxBouncerOpens(bouncer) {
-		t.Run(name, func(t *testing.T) {
-			db := open(t)
-			db.SetMaxOpenConns(40) // more clients than PgBouncer's 10 server connections
-			t.Run("conformance", func(t *testing.T) {
-				pgsessiontest.TestBackend(t, func(t *testing.T) backend.Backend {
-					b, _ := pgtest.NewBackendVia(t, admin, db)
-					return b
-				})
+	forEachPgxBouncer(t, func(t *testing.T, admin, db *sqlx.DB) {
+		t.Run("conformance", func(t *testing.T) {
+			pgsessiontest.TestBackend(t, func(t *testing.T) backend.Backend {
+				b, _ := pgtest.NewBackendVia(t, admin, db)
+				return b
 			})
-			t.Run("load", func(t *testing.T) { pgtest.PoolerLoad(t, admin, db) })
 		})
-	}
+		t.Run("load", func(t *testing.T) { pgtest.PoolerLoad(t, admin, db) })
+	})
 }
 
 // Where pgx's exec mode cannot be chosen per statement (here a wrapper
