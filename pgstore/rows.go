@@ -17,16 +17,16 @@ import (
 // for a zero sid), and for a key that names no row a second one, for the
 // row whose predecessor it is.
 func (b *Backend) Load(ctx context.Context, id backend.ID, sid backend.SessionID) (*backend.Record, error) {
-	l := &loadedRow{rec: backend.Record{ID: id, SessionID: sid}}
+	l := &loadedRow{rec: backend.Record{ID: id, SessionID: sid}, byKey: sid == (backend.SessionID{})}
 	l.args[0], l.args[1] = l.rec.ID[:], l.rec.SessionID[:]
 	query, args := sqlLoad, l.args[:]
-	if sid == (backend.SessionID{}) {
+	if l.byKey {
 		query, args = sqlLoadByKey, l.args[:1]
 	}
 	if _, err := b.run(ctx, query, args, l.scan); err != nil {
 		return nil, err
 	}
-	if !l.found && sid != (backend.SessionID{}) {
+	if !l.found && !l.byKey {
 		l.rec.Predecessor = true
 		if _, err := b.run(ctx, sqlLoadPredecessor, args, l.scan); err != nil {
 			return nil, err
@@ -44,60 +44,110 @@ func (b *Backend) Load(ctx context.Context, id backend.ID, sid backend.SessionID
 // loadedRow is what Load reads, in one allocation: the record and the
 // scan's destinations.
 type loadedRow struct {
-	rec        backend.Record
-	args       [2]any
-	data, meta sql.RawBytes // valid until the rows move on: decoded in scan
-	lifetime   backend.Lifetime
-	found      bool
-	err        error // the row's data or meta did not decode
+	rec            backend.Record
+	args           [2]any
+	data, times    sql.RawBytes // valid until the rows move on: decoded in scan
+	idle, absolute sql.NullInt64
+	persistent     sql.NullBool
+	extra          []byte // sqlLoadByKey's session_id, sqlLoadPredecessor's key_hash
+	lifetime       backend.Lifetime
+	byKey, found   bool
+	err            error // the row's data or times did not decode
 }
 
 // pgEpoch is PostgreSQL's epoch for timestamps on the wire, 2000-01-01 UTC,
 // in microseconds since the Unix epoch.
 const pgEpoch = 946684800 * 1000000
 
-// metaLength is the length of the packed column of sqlLoadColumns.
-const metaLength = len(backend.SessionID{}) + 6*8
+// timesHeader is the start of array_send's form of sqlLoadColumns' array: one
+// dimension; the null flag (checked apart); the element type, timestamptz
+// (OID 1184); 3 elements; lower bound 1. Each element follows as its
+// length (8, or -1 for NULL) and its 8 bytes.
+var timesHeader = [...]uint32{0: 1, 2: 1184, 3: 3, 4: 1}
 
 // scan reads the row, if any, and decodes it.
 func (l *loadedRow) scan(rows *sql.Rows) error {
 	if !rows.Next() {
 		return rows.Err()
 	}
-	var err error
-	if l.rec.Predecessor {
-		var current []byte
-		err = rows.Scan(&l.data, &l.meta, &current, &l.rec.Renewal)
-		if copy(l.rec.ID[:], current) != len(l.rec.ID) && err == nil {
-			err = fmt.Errorf("pgsession: stored key_hash %x is not %d bytes", current, len(l.rec.ID))
-		}
-	} else {
-		err = rows.Scan(&l.data, &l.meta)
+	dest := [7]any{&l.data, &l.times, &l.idle, &l.absolute, &l.persistent, &l.extra, &l.rec.Renewal}
+	n := 5
+	switch {
+	case l.rec.Predecessor:
+		n = 7
+	case l.byKey:
+		n = 6
 	}
-	if err != nil {
+	if err := rows.Scan(dest[:n]...); err != nil {
 		return err
 	}
 	l.found = true
-	m := l.meta
-	if len(m) != metaLength {
-		l.err = fmt.Errorf("unexpected row metadata %x (the statement and its decoding disagree)", m)
+	switch {
+	case l.rec.Predecessor && copy(l.rec.ID[:], l.extra) != len(l.rec.ID):
+		l.err = fmt.Errorf("stored key_hash %x is not %d bytes", l.extra, len(l.rec.ID))
+	case l.byKey && copy(l.rec.SessionID[:], l.extra) != len(l.rec.SessionID):
+		l.err = fmt.Errorf("stored session_id %x is not %d bytes", l.extra, len(l.rec.SessionID))
+	}
+	if l.err != nil {
 		return nil
 	}
-	var v [6]int64
-	for i := range v {
-		v[i] = int64(binary.BigEndian.Uint64(m[len(l.rec.SessionID)+8*i:]))
+	var t [3]int64
+	if l.err = decodeTimes(l.times, &t); l.err != nil {
+		return nil
 	}
-	copy(l.rec.SessionID[:], m)
-	l.rec.Created, l.rec.Accessed = time.UnixMicro(pgEpoch+v[0]).UTC(), time.UnixMicro(pgEpoch+v[1]).UTC()
-	if own := v[2]; own != 0 {
-		l.lifetime = backend.Lifetime{IdleTimeout: timeoutMS(v[3]), AbsoluteTimeout: timeoutMS(v[4]), Persistent: own == 2}
+	l.rec.Created, l.rec.Accessed = time.UnixMicro(pgEpoch+t[0]).UTC(), time.UnixMicro(pgEpoch+t[1]).UTC()
+	if t[2] != math.MinInt64 { // NULL: never rotated
+		l.rec.Rotated = time.UnixMicro(pgEpoch + t[2]).UTC()
+	}
+	if l.idle.Valid {
+		l.lifetime = backend.Lifetime{IdleTimeout: timeoutMS(l.idle.Int64), AbsoluteTimeout: timeoutMS(l.absolute.Int64),
+			Persistent: l.persistent.Bool}
 		l.rec.Lifetime = &l.lifetime
 	}
-	if v[5] != math.MinInt64 { // -infinity: never rotated
-		l.rec.Rotated = time.UnixMicro(pgEpoch + v[5]).UTC()
-	}
+	var err error
 	if l.rec.Data, err = sessiondata.DecodeValidData(l.data); err != nil { // jsonb: always valid JSON
 		l.err = fmt.Errorf("stored data is not a JSON object: %w", err)
+	}
+	return nil
+}
+
+// decodeTimes decodes the array of sqlLoadColumns into t, in microseconds
+// since PostgreSQL's epoch: created_at, accessed_at, rotated_at (MinInt64
+// for NULL, which only rotated_at may be).
+func decodeTimes(b []byte, t *[3]int64) error {
+	bad := func() error {
+		return fmt.Errorf("unexpected row times %x (the statement and its decoding disagree)", b)
+	}
+	if len(b) < 4*len(timesHeader) {
+		return bad()
+	}
+	for i, want := range timesHeader {
+		if got := binary.BigEndian.Uint32(b[4*i:]); got != want && i != 1 {
+			return bad()
+		}
+	}
+	b = b[4*len(timesHeader):]
+	for i := range t {
+		if len(b) < 4 {
+			return bad()
+		}
+		switch int32(binary.BigEndian.Uint32(b)) {
+		case -1:
+			if i < 2 {
+				return bad()
+			}
+			t[i], b = math.MinInt64, b[4:]
+		case 8:
+			if len(b) < 12 {
+				return bad()
+			}
+			t[i], b = int64(binary.BigEndian.Uint64(b[4:])), b[12:]
+		default:
+			return bad()
+		}
+	}
+	if len(b) != 0 {
+		return bad()
 	}
 	return nil
 }

@@ -16,22 +16,21 @@ package pgstore
 const micros = ` * interval '1 microsecond' + timestamptz 'epoch'`
 
 const (
-	// The columns a load reads: the data, and the rest of the row packed
-	// into one bytea, which the driver receives as binary bytes (see
-	// loadedRow.scan): the session_id (16 bytes), then five numbers of 8
-	// bytes, big-endian: created_at and accessed_at in their binary wire
-	// form (microseconds since 2000-01-01 UTC), the lifetime columns' state
-	// (0: NULL, the session follows Config; 1: its own, not persistent; 2:
-	// its own, persistent), idle_timeout_ms and absolute_timeout_ms (0 when
-	// NULL), rotated_at (-infinity when NULL). Decoding two columns costs
-	// the driver and database/sql a fraction of eight, three of them
-	// timestamps as text.
-	sqlLoadColumns = `data, session_id || timestamptz_send(created_at) || timestamptz_send(accessed_at)
-		|| int8send(CASE WHEN idle_timeout_ms IS NULL THEN 0 WHEN persistent THEN 2 ELSE 1 END)
-		|| int8send(COALESCE(idle_timeout_ms, 0)) || int8send(COALESCE(absolute_timeout_ms, 0))
-		|| timestamptz_send(COALESCE(rotated_at, '-infinity'))`
+	// The columns a load reads: the data; the three times in one array,
+	// which the driver receives as binary bytes (see loadedRow.scan):
+	// created_at, accessed_at and rotated_at (NULL when never rotated), each
+	// in its binary wire form (microseconds since 2000-01-01 UTC); and the
+	// lifetime columns (NULL together when the session follows Config), as
+	// the integers and boolean they are. PostgreSQL's cost per load is mostly
+	// in setting up the statement's expressions and output columns, not in
+	// evaluating them: this list costs about 11,000 instructions a load, the
+	// times packed by concatenation with the lifetime flattened into them
+	// (twenty function nodes) 24,000, and the seven columns with the times as
+	// text 13,000 plus lib/pq's parsing of them (see docs/performance.md).
+	sqlLoadColumns = `data, array_send(ARRAY[created_at, accessed_at, rotated_at]), idle_timeout_ms, absolute_timeout_ms, persistent`
 	sqlLoad      = `SELECT ` + sqlLoadColumns + ` FROM {t} WHERE key_hash = $1 AND session_id = $2`
-	sqlLoadByKey = `SELECT ` + sqlLoadColumns + ` FROM {t} WHERE key_hash = $1`
+	// A token of the old form does not carry the session_id: it is read too.
+	sqlLoadByKey = `SELECT ` + sqlLoadColumns + `, session_id FROM {t} WHERE key_hash = $1`
 	// A key that names no row may be its session's predecessor (sqlRotate):
 	// the row by session_id (one shard on Citus) and the partial index on
 	// prev_key_hash, with the row's current key hash and the rotation's kind.
