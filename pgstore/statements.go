@@ -28,7 +28,7 @@ const (
 	// (twenty function nodes) 24,000, and the seven columns with the times as
 	// text 13,000 plus lib/pq's parsing of them (see docs/performance.md).
 	sqlLoadColumns = `data, array_send(ARRAY[created_at, accessed_at, rotated_at]), idle_timeout_ms, absolute_timeout_ms, persistent`
-	sqlLoad      = `SELECT ` + sqlLoadColumns + ` FROM {t} WHERE key_hash = $1 AND session_id = $2`
+	sqlLoad        = `SELECT ` + sqlLoadColumns + ` FROM {t} WHERE key_hash = $1 AND session_id = $2`
 	// A token of the old form does not carry the session_id: it is read too.
 	sqlLoadByKey = `SELECT ` + sqlLoadColumns + `, session_id FROM {t} WHERE key_hash = $1`
 	// A key that names no row may be its session's predecessor (sqlRotate):
