@@ -23,7 +23,7 @@ var schemaSQL string
 const migrateLock = 0x7067736573736970
 
 // schemaName matches the table, index and constraint names in schema.sql.
-var schemaName = regexp.MustCompile(`\bsessions(_[a-z_]+_idx|_pkey)?\b`)
+var schemaName = regexp.MustCompile(`\bsessions(_[a-z_]+_idx|_pkey|_key_hash_check)?\b`)
 
 // Schema returns the SQL that Migrate applies (schema.sql with this backend's
 // table name), for users who run migrations with their own tool.
@@ -131,10 +131,11 @@ type tableState struct {
 	columns    bool   // it has the columns added since 0.1 (upgradeColumns)
 	primaryKey bool   // its primary key is (key_hash, session_id)
 	pkName     string // the name of its primary key constraint, if any
+	keyCheck   bool   // it has the check on key_hash's length that 0.3 drops
 }
 
 // ok reports whether the table is up to date.
-func (s tableState) ok() bool { return s.exists && s.columns }
+func (s tableState) ok() bool { return s.exists && s.columns && !s.keyCheck }
 
 // wantPrimaryKey is the primary key's definition since tokens carry the
 // session ID (pg_get_constraintdef's form).
@@ -184,13 +185,30 @@ func (b *Backend) checkTable(ctx context.Context, tx sqlx.QueryerContext, p *pla
 			state.columns = false
 		}
 	}
-	var def string
-	err = tx.QueryRowxContext(ctx, `SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
-		WHERE conrelid = to_regclass($1) AND contype = 'p'`, p.withMode(b.table)...).Scan(&state.pkName, &def)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	// The primary key, and the check of key_hash's length by the name
+	// schema.sql drops it by.
+	rows, err = tx.QueryContext(ctx, `SELECT contype = 'p', conname, pg_get_constraintdef(oid) FROM pg_constraint
+		WHERE conrelid = to_regclass($1) AND (contype = 'p' OR contype = 'c' AND conname = $2)`,
+		p.withMode(b.table, b.base+"_key_hash_check")...)
+	if err != nil {
 		return state, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
 	}
-	state.primaryKey = def == wantPrimaryKey
+	defer rows.Close()
+	for rows.Next() {
+		var primary bool
+		var name, def string
+		if err := rows.Scan(&primary, &name, &def); err != nil {
+			return state, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
+		}
+		if primary {
+			state.pkName, state.primaryKey = name, def == wantPrimaryKey
+		} else {
+			state.keyCheck = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return state, fmt.Errorf("pgsession: inspect table %s: %w", b.table, err)
+	}
 	return state, nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/pgsession/pgsession/backend"
 	"github.com/pgsession/pgsession/internal/pgtest"
 	"github.com/pgsession/pgsession/pgstore"
@@ -128,6 +130,9 @@ func TestMigrateUpgradesV02Table(t *testing.T) {
 	if err := b.Check(ctx); err != nil {
 		t.Fatalf("Check after the upgrade: %v", err)
 	}
+	if n := keyHashChecks(t, db, table); n != 0 {
+		t.Fatalf("%d check constraints left after the upgrade, want the key_hash check dropped", n)
+	}
 	rec, err := b.Load(ctx, id, sid)
 	if err != nil || string(rec.Data["n"]) != "1" || !rec.Rotated.IsZero() || rec.Predecessor {
 		t.Fatalf("a 0.2 session after the upgrade: %+v, %v", rec, err)
@@ -140,4 +145,36 @@ func TestMigrateUpgradesV02Table(t *testing.T) {
 	if err != nil || !rec.Predecessor || rec.ID != next || !rec.Renewal || !rec.Rotated.Equal(later) {
 		t.Fatalf("its predecessor after a rotation: %+v, %v", rec, err)
 	}
+}
+
+// A table with the current columns and the key_hash check that 0.3 drops
+// (the schema before the check went) is not up to date: Migrate drops the
+// check, and a second Migrate finds nothing to do.
+func TestMigrateDropsKeyHashCheck(t *testing.T) {
+	db := pgtest.Open(t, "postgres")
+	table := pgtest.Schema(t, db) + ".app_sessions"
+	ctx := context.Background()
+	b := pgstore.New(db, pgstore.WithTable(table))
+	if err := b.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := keyHashChecks(t, db, table); n != 0 {
+		t.Fatalf("a new table has %d check constraints, want none", n)
+	}
+	db.MustExec(`ALTER TABLE ` + table + ` ADD CONSTRAINT app_sessions_key_hash_check CHECK (octet_length(key_hash) = 32)`)
+	if err := b.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := keyHashChecks(t, db, table); n != 0 {
+		t.Fatalf("%d check constraints after Migrate, want the key_hash check dropped", n)
+	}
+	if err := b.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate of the table it upgraded: %v", err)
+	}
+}
+
+// keyHashChecks counts the check constraints of table.
+func keyHashChecks(t *testing.T, db *sqlx.DB, table string) int {
+	t.Helper()
+	return pgtest.Count(t, db, `SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'c'`, table)
 }

@@ -7,7 +7,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 // Cluster is a throwaway PostgreSQL server a test owns, so it may stop and
@@ -18,6 +21,7 @@ type Cluster struct {
 	dir    string
 	port   int
 	extra  []string // server settings, "name=value"
+	server string   // the server binary pg_ctl starts ("": the installation's postgres)
 }
 
 // NewCluster initialises and starts a cluster in a temporary directory,
@@ -27,6 +31,54 @@ type Cluster struct {
 //
 // Each setting ("log_statement=all") is passed to the server as -c.
 func NewCluster(t testing.TB, settings ...string) *Cluster {
+	t.Helper()
+	return newCluster(t, nil, settings)
+}
+
+// NewCallgrindCluster is NewCluster with the server and every process it
+// forks (each connection's backend) run under valgrind --tool=callgrind,
+// which writes the instructions each one executed to outDir/cg.PID when it
+// exits (see CallgrindTotal). outDir must be writable by the server's user.
+// It fails t when valgrind is not installed.
+func NewCallgrindCluster(t testing.TB, outDir string, settings ...string) *Cluster {
+	t.Helper()
+	valgrind, err := exec.LookPath("valgrind")
+	if err != nil {
+		t.Fatal("pgtest: valgrind not found (apt-get install valgrind)")
+	}
+	return newCluster(t, func(c *Cluster) {
+		c.server = filepath.Join(c.dir, "postgres-callgrind")
+		script := fmt.Sprintf("#!/bin/sh\nexec %s --tool=callgrind --trace-children=yes --callgrind-out-file=%s/cg.%%p %s \"$@\"\n",
+			valgrind, outDir, filepath.Join(c.bindir, "postgres"))
+		if err := os.WriteFile(c.server, []byte(script), 0o755); err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+	}, settings)
+}
+
+// CallgrindTotal returns the instructions executed by the process pid of
+// a NewCallgrindCluster (a connection's backend: SELECT pg_backend_pid()),
+// waiting up to timeout for callgrind to write them when the process exits,
+// and removes its file.
+func CallgrindTotal(outDir string, pid int, timeout time.Duration) (int64, error) {
+	path := filepath.Join(outDir, fmt.Sprintf("cg.%d", pid))
+	for end := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if total, ok := strings.CutPrefix(line, "totals: "); ok {
+					_ = os.Remove(path)
+					return strconv.ParseInt(strings.TrimSpace(total), 10, 64)
+				}
+			}
+		}
+		if time.Now().After(end) {
+			return 0, fmt.Errorf("pgtest: no callgrind total in %s after %v", path, timeout)
+		}
+	}
+}
+
+func newCluster(t testing.TB, prepare func(*Cluster), settings []string) *Cluster {
 	t.Helper()
 	bindir := ""
 	if p, err := exec.LookPath("initdb"); err == nil {
@@ -55,6 +107,9 @@ func NewCluster(t testing.TB, settings ...string) *Cluster {
 		}
 	}
 	c.run("initdb", "-D", c.data(), "-U", "postgres", "-A", "trust")
+	if prepare != nil {
+		prepare(c)
+	}
 	c.Start()
 	t.Cleanup(func() {
 		_ = c.cmd("pg_ctl", "-D", c.data(), "-m", "immediate", "stop").Run()
@@ -75,7 +130,11 @@ func (c *Cluster) Start() {
 	for _, s := range c.extra {
 		opts += " -c " + s
 	}
-	c.run("pg_ctl", "-D", c.data(), "-w", "-l", filepath.Join(c.dir, "server.log"), "-o", opts, "start")
+	args := []string{"-D", c.data(), "-w", "-l", filepath.Join(c.dir, "server.log"), "-o", opts}
+	if c.server != "" {
+		args = append(args, "-p", c.server, "-t", "600") // valgrind starts slowly
+	}
+	c.run("pg_ctl", append(args, "start")...)
 }
 
 // Log returns what the server has logged so far.
