@@ -16,36 +16,34 @@ import (
 	"github.com/pgsession/pgsession/internal/pgtest"
 )
 
-// TestDatabaseInstructions counts what PostgreSQL executes for one request
-// of each workload (-v prints the table), the database's side of the Go
-// side's instruction counts of -insn: a throwaway server runs under
+// BenchmarkDatabaseInstructions counts what PostgreSQL executes for one
+// request of each workload (metric pg-insn/req), the database's side of
+// the Go side's instruction counts (-insn): a throwaway server runs under
 // valgrind --tool=callgrind, the app holds one connection, so one backend
 // process serves all its statements, and the count is that process's
 // instructions for two numbers of requests, differenced, so the
 // connection's start, the schema and the sessions' creation cancel out.
-// Each request of a run names a session of its own (created before), as
-// under the load benchmark, rather than rewriting one row. Kernel time
-// (the socket, the WAL's writes) is not counted; fsync and autovacuum are
-// off.
+// Each request names a session of its own (created before), as under the
+// load benchmark, rather than rewriting one row. Kernel time (the socket,
+// the WAL's writes) is not counted; fsync and autovacuum are off. It takes
+// about two minutes, whatever -benchtime says:
 //
-// It runs only with BENCH_DB_INSN=1 (about five minutes):
-//
-//	BENCH_DB_INSN=1 go test -run DatabaseInstructions -v .
-func TestDatabaseInstructions(t *testing.T) {
-	if os.Getenv("BENCH_DB_INSN") == "" {
-		t.Skip("set BENCH_DB_INSN=1 to count PostgreSQL's instructions per request (valgrind, about five minutes)")
+//	go test -run '^$' -bench DatabaseInstructions -benchtime 1x .
+func BenchmarkDatabaseInstructions(b *testing.B) {
+	if _, err := exec.LookPath("valgrind"); err != nil {
+		b.Skip("needs valgrind (apt-get install valgrind)")
 	}
-	out, err := os.MkdirTemp("", "pgsession-bench-dbinsn-") // not t.TempDir: the server's user writes it
+	out, err := os.MkdirTemp("", "pgsession-bench-dbinsn-") // not b.TempDir: the server's user writes it
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(out) })
+	b.Cleanup(func() { _ = os.RemoveAll(out) })
 	if os.Geteuid() == 0 {
 		if err := exec.Command("chown", "postgres", out).Run(); err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 	}
-	c := pgtest.NewCallgrindCluster(t, out, "autovacuum=off")
+	c := pgtest.NewCallgrindCluster(b, out, "autovacuum=off")
 	url := c.URL("bench-insn")
 	const short, long = 200, 1200
 	for _, tc := range []struct{ workload, impl string }{
@@ -53,18 +51,23 @@ func TestDatabaseInstructions(t *testing.T) {
 		{"write", recommendedDirect}, {"write", "floor"},
 		{"login", recommendedDirect}, {"login", "floor"},
 	} {
-		var total [2]int64
-		for i, n := range []int{short, long} {
-			total[i] = databaseRun(t, url, out, tc.impl, tc.workload, n, long)
-		}
-		t.Logf("%-6s %-14s %9.0f PostgreSQL instructions/request", tc.workload, tc.impl, float64(total[1]-total[0])/(long-short))
+		b.Run(tc.workload+"/"+tc.impl, func(b *testing.B) {
+			var total [2]int64
+			for i, n := range []int{short, long} {
+				total[i] = databaseRun(b, url, out, tc.impl, tc.workload, n, long)
+			}
+			for b.Loop() { // the count above is the measurement; the loop only satisfies the framework
+			}
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(float64(total[1]-total[0])/(long-short), "pg-insn/req")
+		})
 	}
 }
 
 // databaseRun builds impl on a pool of one connection to url, creates
 // sessions sessions through it, serves n requests of workload, each on a
 // session of its own, and returns the connection's backend's instructions.
-func databaseRun(t *testing.T, url, out, impl, workload string, n, sessions int) int64 {
+func databaseRun(t testing.TB, url, out, impl, workload string, n, sessions int) int64 {
 	t.Helper()
 	ctx := context.Background()
 	db, err := sqlx.Open("postgres", url)
