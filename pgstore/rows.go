@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/pgsession/pgsession/backend"
@@ -91,14 +90,11 @@ func (l *loadedRow) scan(rows *sql.Rows) error {
 	if l.err != nil {
 		return nil
 	}
-	var t [3]int64
-	if l.err = decodeTimes(l.times, &t); l.err != nil {
+	var t [3]time.Time
+	if t, l.err = decodeTimes(l.times); l.err != nil {
 		return nil
 	}
-	l.rec.Created, l.rec.Accessed = time.UnixMicro(pgEpoch+t[0]).UTC(), time.UnixMicro(pgEpoch+t[1]).UTC()
-	if t[2] != math.MinInt64 { // NULL: never rotated
-		l.rec.Rotated = time.UnixMicro(pgEpoch + t[2]).UTC()
-	}
+	l.rec.Created, l.rec.Accessed, l.rec.Rotated = t[0], t[1], t[2]
 	if l.idle.Valid {
 		l.lifetime = backend.Lifetime{IdleTimeout: timeoutMS(l.idle.Int64), AbsoluteTimeout: timeoutMS(l.absolute.Int64),
 			Persistent: l.persistent.Bool}
@@ -111,12 +107,13 @@ func (l *loadedRow) scan(rows *sql.Rows) error {
 	return nil
 }
 
-// decodeTimes decodes the array of sqlLoadColumns into t, in microseconds
-// since PostgreSQL's epoch: created_at, accessed_at, rotated_at (MinInt64
-// for NULL, which only rotated_at may be).
-func decodeTimes(b []byte, t *[3]int64) error {
-	bad := func() error {
-		return fmt.Errorf("unexpected row times %x (the statement and its decoding disagree)", b)
+// decodeTimes decodes the array of sqlLoadColumns: created_at, accessed_at
+// and rotated_at, the zero time when NULL (never rotated; the other two are
+// never NULL).
+func decodeTimes(b []byte) (t [3]time.Time, err error) {
+	all := b
+	bad := func() ([3]time.Time, error) {
+		return [3]time.Time{}, fmt.Errorf("unexpected row times %x (the statement and its decoding disagree)", all)
 	}
 	if len(b) < 4*len(timesHeader) {
 		return bad()
@@ -136,12 +133,12 @@ func decodeTimes(b []byte, t *[3]int64) error {
 			if i < 2 {
 				return bad()
 			}
-			t[i], b = math.MinInt64, b[4:]
+			b = b[4:]
 		case 8:
 			if len(b) < 12 {
 				return bad()
 			}
-			t[i], b = int64(binary.BigEndian.Uint64(b[4:])), b[12:]
+			t[i], b = time.UnixMicro(pgEpoch+int64(binary.BigEndian.Uint64(b[4:]))).UTC(), b[12:]
 		default:
 			return bad()
 		}
@@ -149,7 +146,7 @@ func decodeTimes(b []byte, t *[3]int64) error {
 	if len(b) != 0 {
 		return bad()
 	}
-	return nil
+	return t, nil
 }
 
 // timeoutMS is a stored timeout in milliseconds as a duration: -1 (none)
