@@ -2,10 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"testing"
@@ -80,12 +76,7 @@ func databaseRun(t testing.TB, url, out, impl, workload string, n, sessions int)
 	if err := db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
-	var id [6]byte
-	_, _ = rand.Read(id[:])
-	schema := "bench_" + hex.EncodeToString(id[:])
-	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
+	schema := createSchema(t, db)
 	sp, ok := specByName(impl)
 	if !ok {
 		t.Fatalf("no implementation %q", impl)
@@ -94,29 +85,14 @@ func databaseRun(t testing.TB, url, out, impl, workload string, n, sessions int)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serve := func(path, cookie string) string {
-		req := httptest.NewRequest(http.MethodGet, path, nil)
-		if cookie != "" {
-			req.Header.Set("Cookie", cookie)
-		}
-		rec := httptest.NewRecorder()
-		im.handler.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			t.Fatalf("%s %s: status %d: %q", impl, path, rec.Code, rec.Body)
-		}
-		for _, c := range rec.Result().Cookies() {
-			if c.Name == sp.cookie {
-				return c.Name + "=" + c.Value
-			}
-		}
-		return cookie
-	}
 	cookies := make([]string, sessions)
 	for i := range cookies {
-		cookies[i] = serve("/write", "")
+		if cookies[i] = serveCookie(t, im.handler, sp.cookie, "/write", ""); cookies[i] == "" {
+			t.Fatalf("%s: /write set no cookie %s", impl, sp.cookie)
+		}
 	}
 	for _, cookie := range cookies[:n] {
-		serve("/"+workload, cookie)
+		serveCookie(t, im.handler, sp.cookie, "/"+workload, cookie)
 	}
 	if _, err := db.ExecContext(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
 		t.Fatal(err)

@@ -358,12 +358,19 @@ func run(ctx context.Context, o options) (*report, error) {
 	return rep, nil
 }
 
+// newSchemaName returns a random name for an implementation's schema (and
+// its Redis key prefix and application_name): short, as a table name has
+// at most 40 bytes.
+func newSchemaName() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "bench_" + hex.EncodeToString(b)
+}
+
 // start creates an implementation's schema, starts its server and creates
 // its sessions through the app.
 func start(ctx context.Context, o options, admin *sqlx.DB, bouncer *pgtest.PgBouncer, sp spec) (*running, error) {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	id := "bench_" + hex.EncodeToString(b) // short: a table name has at most 40 bytes
+	id := newSchemaName()
 	r := &running{spec: sp}
 	a := serveArgs{impl: sp.name, conns: o.pool}
 	switch sp.via {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -29,12 +27,7 @@ func pgEnv(b *testing.B) env {
 		_ = db.Close()
 		b.Skipf("no PostgreSQL at %s: %v", url, err)
 	}
-	var id [6]byte
-	_, _ = rand.Read(id[:])
-	schema := "bench_" + hex.EncodeToString(id[:])
-	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		b.Fatal(err)
-	}
+	schema := createSchema(b, db)
 	b.Cleanup(func() {
 		_, _ = db.Exec("DROP SCHEMA " + schema + " CASCADE")
 		_ = db.Close()
@@ -53,15 +46,44 @@ func pgRead(b *testing.B, name string) (http.Handler, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	cookie := serveCookie(b, im.handler, sp.cookie, "/write", "")
+	if cookie == "" {
+		b.Fatalf("/write set no cookie %s", sp.cookie)
+	}
+	return im.handler, cookie
+}
+
+// createSchema creates a schema of a random name in db and returns its
+// name; the caller drops it.
+func createSchema(tb testing.TB, db *sqlx.DB) string {
+	tb.Helper()
+	schema := newSchemaName()
+	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
+		tb.Fatal(err)
+	}
+	return schema
+}
+
+// serveCookie serves GET path through h with cookie ("name=value", or ""
+// for none), requires a 200, and returns the cookie named name that the
+// response sets ("name=value"), or "" if it sets none.
+func serveCookie(tb testing.TB, h http.Handler, name, path, cookie string) string {
+	tb.Helper()
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
 	rec := httptest.NewRecorder()
-	im.handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/write", nil))
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		tb.Fatalf("%s: status %d: %q", path, rec.Code, rec.Body)
+	}
 	for _, c := range rec.Result().Cookies() {
-		if c.Name == sp.cookie {
-			return im.handler, c.Name + "=" + c.Value
+		if c.Name == name {
+			return c.Name + "=" + c.Value
 		}
 	}
-	b.Fatalf("/write set no cookie %s: %v", sp.cookie, rec.Result().Header)
-	return nil, ""
+	return ""
 }
 
 func BenchmarkReadPostgres(b *testing.B) {
